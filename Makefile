@@ -1,0 +1,216 @@
+# cowpy: the one entry point.  See README.md.
+#
+#   make            fetch + verify the pinned tarball, build build/stock and
+#                   build/cowpy (same configure flags, own prefixes)
+#   make demo       deps, builds, then the copy-on-write probe, side by side
+#   make test       our tests + the full upstream suite on cowpy
+#   make bench      every headline figure (stock vs cowpy in one run)
+#   make install PREFIX=/opt/cowpy   cowpy as a normal python3.13
+#   make export-patches              build/src/cowpy commits -> patches/
+#
+# Layout of build/ (never committed):
+#   build/src/stock   pristine upstream source
+#   build/src/cowpy   upstream + patches/ (a git repo, base tag "upstream")
+#                     + our overlay files (copied, untracked)
+#   build/obj/NAME    out-of-tree object dirs
+#   build/NAME        installed prefixes: build/NAME/bin/python3
+
+SHELL := /bin/bash
+ROOT := $(abspath .)
+B := $(ROOT)/build
+include upstream/pin
+
+J ?= $(shell nproc)
+OPTIMIZE ?= 0
+# Identical for both interpreters; only --prefix differs.
+CONFIGURE_FLAGS := --with-ensurepip=no
+ifeq ($(OPTIMIZE),1)
+CONFIGURE_FLAGS += --enable-optimizations --with-lto
+endif
+CONFIGURE_FLAGS += $(EXTRA_CONFIGURE_FLAGS)
+# ccache through PATH keeps CC="gcc" in sysconfig (what extensions see).
+CCPATH := $(if $(wildcard /usr/lib/ccache/gcc),/usr/lib/ccache:)$(PATH)
+
+# Our files at CPython-layout paths, copied into build/src/cowpy.
+OVERLAY_DIRS := Include Lib Modules Objects Python Doc
+OVERLAY := $(shell find $(OVERLAY_DIRS) -type f ! -name '*.pyc' \
+                    ! -path '*/__pycache__/*' 2>/dev/null | sort)
+PATCHES := $(addprefix $(ROOT)/patches/,$(shell grep -v '^\#' patches/series))
+
+COWGIT := $(ROOT)/Tools/make/cowgit
+STOCK := $(B)/stock/bin/python3
+COWPY := $(B)/cowpy/bin/python3
+
+.PHONY: all stock cowpy fetch deps demo test test-ours test-upstream \
+        bench bench-probe install export-patches clean distclean
+
+all: stock cowpy
+
+# ---------------------------------------------------------------- deps
+# Debian packages for building every stdlib extension but _tkinter, and the
+# tools the tests and benchmarks use.
+DEB_BUILD := build-essential pkg-config ccache curl xz-utils git \
+    libffi-dev libssl-dev zlib1g-dev libexpat1-dev libbz2-dev liblzma-dev \
+    libsqlite3-dev libreadline-dev libncurses-dev libgdbm-dev \
+    libgdbm-compat-dev uuid-dev
+DEB_BENCH := gunicorn python3-flask wrk
+deps:
+	@if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends \
+	        $(DEB_BUILD) $(DEB_BENCH); \
+	else \
+	    echo "not root; run:"; \
+	    echo "  sudo apt-get install $(DEB_BUILD) $(DEB_BENCH)"; \
+	fi
+
+# ---------------------------------------------------------------- fetch
+fetch: $(B)/$(TARBALL)
+$(B)/$(TARBALL): upstream/pin
+	@mkdir -p $(B)
+	src=$$(upstream/fetch.sh) && ln -sf "$$src" $@
+
+# ---------------------------------------------------------------- sources
+$(B)/src/stock/.unpacked: $(B)/$(TARBALL)
+	rm -rf $(B)/src/stock && mkdir -p $(B)/src/stock
+	tar -xJf $< -C $(B)/src/stock --strip-components=1
+	touch $@
+
+# build/src/cowpy is a git work tree (its repository is build/src/cowpy.git,
+# outside the tree, so CPython's build embeds the same "main" build info as
+# stock) so that patches apply with `git am` and edits made there export
+# back with `make export-patches`.  Use Tools/make/cowgit for git commands.
+$(B)/src/cowpy/.unpacked: $(B)/$(TARBALL)
+	rm -rf $(B)/src/cowpy $(B)/src/cowpy.git && mkdir -p $(B)/src/cowpy
+	tar -xJf $< -C $(B)/src/cowpy --strip-components=1
+	$(COWGIT) init -q -b cowpy && \
+	  $(COWGIT) add -A -f && \
+	  $(COWGIT) -c user.name=cowpy -c user.email=cowpy@localhost \
+	      commit -q -m "Python $(VERSION) from $(TARBALL)" && \
+	  $(COWGIT) tag upstream
+	printf '%s\n' '/.unpacked' '/.patched' > $(B)/src/cowpy.git/info/exclude
+	touch $@
+
+# Re-applying resets only the files the series touches, so make then
+# recompiles just what depends on them.
+$(B)/src/cowpy/.patched: $(B)/src/cowpy/.unpacked patches/series $(PATCHES)
+	if ! $(COWGIT) diff --quiet HEAD || ! $(COWGIT) diff --cached --quiet; then \
+	    echo "build/src/cowpy has uncommitted edits: commit them and run"; \
+	    echo "'make export-patches', or discard them, first."; exit 1; \
+	fi && \
+	$(COWGIT) am --abort >/dev/null 2>&1; \
+	if [ "$$($(COWGIT) rev-list upstream..HEAD | wc -l)" != 0 ] && \
+	   [ -z "$$($(COWGIT) format-patch --stdout upstream..HEAD | $(COWGIT) patch-id | \
+	            cut -d' ' -f1 | sort | \
+	            diff - <(cat $(PATCHES) /dev/null | $(COWGIT) patch-id | \
+	                     cut -d' ' -f1 | sort))" ]; then \
+	    echo "patches already applied"; \
+	else \
+	    $(COWGIT) reset -q --hard upstream && \
+	    $(COWGIT) -c user.name=cowpy -c user.email=cowpy@localhost \
+	        am -q --committer-date-is-author-date $(PATCHES); \
+	fi
+	touch $@
+
+# Copy overlay files whose content changed (unchanged files keep their
+# mtime, so nothing recompiles).  Overlay files must be new files: an
+# upstream file is changed only through patches/.
+.PHONY: overlay
+overlay: $(B)/src/cowpy/.patched
+	@cd $(B)/src/cowpy && for f in $(OVERLAY); do \
+	    if $(COWGIT) ls-files --error-unmatch "$$f" >/dev/null 2>&1; then \
+	        echo "overlay file $$f is an upstream file; use patches/"; \
+	        exit 1; fi; \
+	    if ! cmp -s "$(ROOT)/$$f" "$$f"; then \
+	        mkdir -p "$$(dirname "$$f")" && cp "$(ROOT)/$$f" "$$f" && \
+	        echo "overlay: $$f"; fi; \
+	    x=$(B)/src/cowpy.git/info/exclude; \
+	    grep -qxF "/$$f" $$x || echo "/$$f" >> $$x; \
+	done
+
+# ---------------------------------------------------------------- builds
+# configure NAME
+define configure
+	rm -rf $(B)/obj/$(1) && mkdir -p $(B)/obj/$(1)
+	cd $(B)/obj/$(1) && PATH=$(CCPATH) $(B)/src/$(1)/configure -q \
+	    --prefix=$(B)/$(1) $(CONFIGURE_FLAGS) > configure.out
+endef
+
+# build NAME: always descend (CPython's make is incremental), then install
+# only when the binary, a built module or a Lib file changed since the last
+# install, so a no-op `make` stays fast.
+define build
+	PATH=$(CCPATH) $(MAKE) -s -C $(B)/obj/$(1) -j$(J) >$(B)/obj/$(1)/make.out 2>&1 || \
+	    { tail -n 40 $(B)/obj/$(1)/make.out; exit 1; }
+	@$(ROOT)/Tools/make/check_modules.sh $(B)/obj/$(1)
+	@st=$(B)/$(1)/.installed; \
+	if [ ! -f $$st ] || [ -n "$$(find $(B)/obj/$(1)/python \
+	        $(B)/obj/$(1)/Modules $(B)/src/$(1)/Lib -newer $$st \
+	        -print -quit)" ]; then \
+	    echo "installing $(1) into build/$(1)"; \
+	    PATH=$(CCPATH) $(MAKE) -s -C $(B)/obj/$(1) install \
+	        >$(B)/obj/$(1)/install.out 2>&1 || \
+	        { tail -n 40 $(B)/obj/$(1)/install.out; exit 1; }; \
+	    touch $$st; \
+	fi
+endef
+
+$(B)/obj/stock/Makefile: $(B)/src/stock/.unpacked upstream/pin
+	$(call configure,stock)
+$(B)/obj/cowpy/Makefile: $(B)/src/cowpy/.unpacked upstream/pin
+	$(call configure,cowpy)
+
+stock: $(B)/obj/stock/Makefile
+	$(call build,stock)
+cowpy: overlay $(B)/obj/cowpy/Makefile
+	$(call build,cowpy)
+
+# ---------------------------------------------------------------- install
+# A separate object dir configured for PREFIX, so every path baked into the
+# installation (sysconfig, scripts' shebangs, pkg-config) is PREFIX's.
+PREFIX ?= /usr/local
+install: overlay
+	@case "$(PREFIX)" in /*) ;; *) echo "PREFIX must be absolute"; exit 1;; esac
+	mkdir -p $(B)/obj/install
+	cd $(B)/obj/install && \
+	  if ! grep -qxF -- "$(PREFIX)" prefix.txt 2>/dev/null; then \
+	    PATH=$(CCPATH) $(B)/src/cowpy/configure -q --prefix=$(PREFIX) \
+	        $(filter-out --with-ensurepip=no,$(CONFIGURE_FLAGS)) \
+	        --with-ensurepip=install > configure.out && \
+	    echo "$(PREFIX)" > prefix.txt; fi
+	PATH=$(CCPATH) $(MAKE) -C $(B)/obj/install -j$(J)
+	PATH=$(CCPATH) $(MAKE) -C $(B)/obj/install install
+
+# ---------------------------------------------------------------- patches
+# Commit edits in build/src/cowpy (one concern per commit, header in the
+# message), then run this to rewrite patches/ from those commits.
+export-patches:
+	$(COWGIT) diff --quiet HEAD || \
+	  { echo "build/src/cowpy has uncommitted edits"; exit 1; }
+	rm -f patches/[0-9][0-9][0-9][0-9]-*.patch
+	$(COWGIT) format-patch -q --no-signature \
+	    --zero-commit -N -o $(ROOT)/patches upstream..HEAD
+	cd patches && { echo "# applied in order by the Makefile (git am)"; \
+	    ls [0-9][0-9][0-9][0-9]-*.patch; } > series
+	touch $(B)/src/cowpy/.patched
+	@cat patches/series
+
+# ---------------------------------------------------------------- demo/test
+demo: deps all
+	@$(STOCK) bench/cow_probe.py --compare $(STOCK) $(COWPY)
+
+test: all
+	@$(ROOT)/Tools/make/run_tests.sh
+
+test-ours: all
+	@COWPY_SKIP_UPSTREAM=1 $(ROOT)/Tools/make/run_tests.sh
+
+bench-probe: all
+	@$(STOCK) bench/cow_probe.py --compare $(STOCK) $(COWPY)
+
+bench: bench-probe
+
+clean:
+	rm -rf $(B)/obj $(B)/stock $(B)/cowpy
+distclean:
+	rm -rf $(B)

@@ -1,0 +1,63 @@
+#!/bin/bash
+# `make test`: our own tests, then CPython's full suite on cowpy, judged
+# against Lib/test/cowpy_known_failures.txt.  Ends with `N passed, N failed`
+# (our test cases + upstream test files) and exits non-zero on any failure.
+#   COWPY_SKIP_UPSTREAM=1   only our tests
+#   COWPY_UPSTREAM_ARGS=... extra regrtest arguments (e.g. a test subset)
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+cowpy=$root/build/cowpy/bin/python3
+logs=$root/build/test-logs
+mkdir -p "$logs"
+passed=0
+failed=0
+
+# unittest LABEL ARGS...: run with cowpy, count its test cases.
+unittest_step() {
+    local label=$1; shift
+    local log=$logs/$label.log
+    echo "== $label"
+    "$cowpy" -m unittest -v "$@" >"$log" 2>&1
+    local rc=$?
+    local ran bad
+    ran=$(sed -n 's/^Ran \([0-9]*\) tests\?.*/\1/p' "$log" | tail -n 1)
+    bad=$(grep -E '^(FAIL|ERROR):' "$log" | wc -l)
+    if [ -z "$ran" ]; then
+        ran=0; bad=1
+    fi
+    if [ $rc -ne 0 ] && [ "$bad" = 0 ]; then bad=1; fi
+    grep -E '^(FAIL|ERROR):|^(OK|FAILED)' "$log" | sed 's/^/   /'
+    [ "$bad" = 0 ] || tail -n 60 "$log"
+    passed=$((passed + ran - bad)); failed=$((failed + bad))
+}
+
+unittest_step build tests/test_build.py
+for mod in $(cd Lib/test && ls test_*.py 2>/dev/null | sed 's/\.py$//'); do
+    unittest_step "$mod" "test.$mod"
+done
+
+# upstream LABEL [ENV=VAL ...]: the full suite in one mode.
+upstream_step() {
+    local label=$1; shift
+    local envargs=()
+    for kv in "$@"; do envargs+=(--env "$kv"); done
+    local out
+    out=$("$cowpy" Tools/make/upstream_suite.py "$cowpy" \
+            --known Lib/test/cowpy_known_failures.txt \
+            --log "$logs/upstream-$label.log" --label "$label" \
+            "${envargs[@]}" ${COWPY_UPSTREAM_ARGS:-})
+    echo "$out"
+    local line p f
+    line=$(echo "$out" | tail -n 1)
+    p=$(echo "$line" | sed -n 's/.*: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+    f=$(echo "$line" | sed -n 's/.*: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+    passed=$((passed + ${p:-0})); failed=$((failed + ${f:-1}))
+}
+
+if [ "${COWPY_SKIP_UPSTREAM:-0}" != 1 ]; then
+    upstream_step default
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,175 @@
+"""Run CPython's full test suite with one interpreter and judge the outcome
+against the known-failures list.
+
+    python3 Tools/make/upstream_suite.py PYTHON --known FILE --log FILE
+            [--label NAME] [--env K=V ...] [regrtest args...]
+
+The suite runs as `PYTHON -m test -j2 --rerun --timeout 900` with default
+resources; failed tests are re-run once in verbose mode (regrtest's own
+flake handling) and only tests that fail again count.  A failing test file
+is *expected* when the known-failures file lists the file itself, or lists
+every test id that failed in it (prefix match).  The known-failures file
+holds only failures that stock, built from the same tarball, shows here
+too; each line is `ID  # reason`.
+
+Prints one line per unexpected failure and a closing line
+`upstream[LABEL]: N passed, N failed` (test files); exit status 1 when any
+failure is unexpected or the suite did not complete.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+
+def load_known(path):
+    known = {}
+    with open(path) as f:
+        for line in f:
+            entry, _, reason = line.partition("#")
+            entry = entry.strip()
+            if entry:
+                known[entry] = reason.strip()
+    return known
+
+
+def parse_list(lines, i):
+    """Names printed by regrtest's printlist() below a title line."""
+    names = []
+    i += 1
+    while i < len(lines) and lines[i].startswith("    "):
+        names.extend(lines[i].split())
+        i += 1
+    return names
+
+
+def parse(log):
+    lines = log.splitlines()
+    summary = {}
+    rerun_start = None
+    for i, line in enumerate(lines):
+        if line.startswith("Re-running ") and "in verbose mode" in line:
+            rerun_start = i
+        m = re.match(r"^(\d+|All \d+) tests? (OK|failed|skipped|omitted)", line)
+        m2 = re.match(r"^(\d+) (tests? failed|re-run tests?|tests? skipped"
+                      r"|tests? altered the execution environment"
+                      r"|tests? omitted|tests? run no tests)", line)
+        if m2:
+            key = m2.group(2).split()[0] if "re-run" not in m2.group(2) \
+                else "re-run"
+            if "failed" in m2.group(2):
+                key = "failed"
+            elif "altered" in m2.group(2):
+                key = "env_changed"
+            elif "skipped" in m2.group(2):
+                key = "skipped"
+            elif "omitted" in m2.group(2):
+                key = "omitted"
+            elif "run no tests" in m2.group(2):
+                key = "run_no_tests"
+            summary[key] = parse_list(lines, i)
+        elif m and m.group(2) == "OK":
+            summary["ok"] = int(m.group(1).split()[-1])
+        m3 = re.match(r"^Total test files: run=(\d+)", line)
+        if m3:
+            summary["total"] = int(m3.group(1))
+        m4 = re.match(r"^Result: (.*)$", line)
+        if m4:
+            summary["result"] = m4.group(1)
+    # Test ids that failed during the verbose re-run (the ones that count).
+    failed_ids = []
+    if rerun_start is not None:
+        for line in lines[rerun_start:]:
+            m = re.match(r"^(FAIL|ERROR): (\S+) \(([\w.]+)\)", line)
+            if m:
+                failed_ids.append(m.group(3))
+    return summary, failed_ids
+
+
+def module_of(test_id):
+    parts = test_id.split(".")
+    if parts[0] == "test" and len(parts) > 1:
+        return parts[1]
+    return parts[0]
+
+
+def judge(summary, failed_ids, known):
+    unexpected = []
+    for mod in summary.get("failed", []):
+        if mod in known:
+            continue
+        ids = [t for t in failed_ids
+               if module_of(t) == mod or t.startswith(mod + ".")]
+        if ids and all(any(t == k or t.startswith(k + ".")
+                           for k in known) for t in ids):
+            continue
+        unexpected.append((mod, ids))
+    return unexpected
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("python")
+    ap.add_argument("--known", required=True)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--label", default="default")
+    ap.add_argument("--env", action="append", default=[])
+    ap.add_argument("--parse-only", action="store_true",
+                    help="judge an existing log instead of running")
+    args, extra = ap.parse_known_args()
+
+    if not args.parse_only:
+        env = dict(os.environ)
+        for kv in args.env:
+            k, _, v = kv.partition("=")
+            env[k] = v
+        cmd = [args.python, "-m", "test", "-j2", "--rerun", "--timeout",
+               "900", "--slowest"] + extra
+        print(f"upstream[{args.label}]: {' '.join(cmd)}  (log: {args.log})",
+              flush=True)
+        t0 = time.monotonic()
+        with open(args.log, "w") as logf:
+            proc = subprocess.run(cmd, env=env, stdout=logf,
+                                  stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+        print(f"upstream[{args.label}]: exit {proc.returncode} after "
+              f"{time.monotonic() - t0:.0f} s", flush=True)
+    with open(args.log, errors="replace") as f:
+        log = f.read()
+    summary, failed_ids = parse(log)
+    known = load_known(args.known)
+    if "total" not in summary:
+        print(f"upstream[{args.label}]: the suite did not complete; "
+              f"see {args.log}")
+        print(log[-3000:])
+        print(f"upstream[{args.label}]: 0 passed, 1 failed")
+        return 1
+    failed = summary.get("failed", [])
+    unexpected = judge(summary, failed_ids, known)
+    for mod, ids in unexpected:
+        print(f"upstream[{args.label}]: UNEXPECTED FAILURE {mod}: "
+              f"{', '.join(ids) or '(see log)'}")
+    for mod in failed:
+        if mod not in [u[0] for u in unexpected]:
+            why = known.get(mod) or "; ".join(
+                sorted({known[k] for k in known
+                        if any(t.startswith(k) for t in failed_ids
+                               if module_of(t) == mod)}))
+            print(f"upstream[{args.label}]: known failure {mod} ({why})")
+    if summary.get("re-run"):
+        print(f"upstream[{args.label}]: re-run: "
+              f"{' '.join(summary['re-run'])}")
+    total = summary["total"]
+    nbad = len(unexpected)
+    print(f"upstream[{args.label}]: result {summary.get('result', '?')}; "
+          f"{total} test files, {len(failed)} failed "
+          f"({len(failed) - nbad} known)")
+    print(f"upstream[{args.label}]: {total - nbad} passed, {nbad} failed")
+    return 1 if nbad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
