@@ -1,0 +1,70 @@
+/* cowpy: a copy-on-write-safe cyclic collector (Python/gc_cow.c).
+ *
+ * Upstream files call only what is declared here.  The stock collector
+ * (Python/gc.c) keeps its lists, generations and garbage pipeline; this
+ * subsystem replaces just the step that finds the garbage, for collections
+ * that must not write into the objects they examine.
+ */
+#ifndef Py_INTERNAL_GC_COW_H
+#define Py_INTERNAL_GC_COW_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef Py_BUILD_CORE
+#  error "this header requires Py_BUILD_CORE define"
+#endif
+
+#include "pycore_gc.h"            // PyGC_Head, _PyGC_Reason
+
+/* How a collection finds its garbage. */
+typedef enum {
+    /* In-header algorithm of gc.c (update_refs/subtract_refs/
+       move_unreachable) over the collected generations. */
+    _PyGC_COW_STOCK = 0,
+    /* Side-arena algorithm over exactly the same set (test mode). */
+    _PyGC_COW_ARENA = 1,
+    /* Side-arena algorithm over the collected generations *and* the
+       permanent generation: a "shared collection". */
+    _PyGC_COW_SHARED = 2,
+} _PyGC_CowPath;
+
+/* Read PYTHONCOWGC / -X cowgc and PYTHONCOWFORK / -X cowfork.  A bad value
+   is a start-up error that names the option. */
+extern PyStatus _PyGC_CowInit(PyInterpreterState *interp);
+
+/* Called by gc_collect_main() in place of deduce_unreachable(young, ...).
+   Chooses the path for this collection; for the arena paths it leaves
+   `unreachable` exactly as deduce_unreachable() would (every member has
+   PREV_MASK_COLLECTING and NEXT_MASK_UNREACHABLE set) and writes nothing
+   into any object that stays reachable.  Returns the path taken; on
+   _PyGC_COW_STOCK the caller runs deduce_unreachable() itself (also the
+   fallback when the arena cannot be allocated). */
+extern _PyGC_CowPath _PyGC_CowDeduceUnreachable(
+    PyInterpreterState *interp, int generation, _PyGC_Reason reason,
+    PyGC_Head *young, PyGC_Head *unreachable);
+
+/* Account a finished collection that took `path`. */
+extern void _PyGC_CowCollectionDone(PyInterpreterState *interp,
+                                    _PyGC_CowPath path,
+                                    Py_ssize_t collected,
+                                    Py_ssize_t uncollectable);
+
+/* True when gc.get_objects() and gc.get_referrers() also walk the
+   permanent generation (frozen objects are ordinary, collectable objects
+   in cowpy; only PYTHONCOWGC=stock hides them, as stock does). */
+extern int _PyGC_CowPermanentIsVisible(void);
+
+/* PyOS_BeforeFork(): move every tracked object into the permanent
+   generation (O(1) list splices) when freeze-at-fork is on, so neither
+   parent nor child writes into the inherited heap in later ordinary
+   collections. */
+extern void _PyGC_CowBeforeFork(PyInterpreterState *interp);
+
+/* The gc module's cowpy functions, added by gcmodule_exec(). */
+extern PyMethodDef _PyGC_CowMethods[];
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* !Py_INTERNAL_GC_COW_H */

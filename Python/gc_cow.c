@@ -1,0 +1,745 @@
+/* cowpy: a copy-on-write-safe way for the cyclic GC to find garbage.
+ *
+ * Stock CPython (Python/gc.c) finds cyclic garbage by writing into every
+ * object it examines: update_refs() copies the refcount into _gc_prev,
+ * subtract_refs() decrements it there and move_unreachable() relinks
+ * _gc_next/_gc_prev of survivors and garbage alike.  In a forked worker
+ * each of those writes copies a 4 KiB page that was shared with the
+ * parent.
+ *
+ * Here the same computation keeps all per-object scratch in a *side
+ * arena*: an open-addressing table, keyed by the address of the object's
+ * PyGC_Head, mmap()ed for one collection and munmap()ed when it ends.
+ *
+ *     keys[nslots]  uintptr_t  PyGC_Head address, 0 = empty slot
+ *     vals[nslots]  uint32_t   bit 31 clear: gc_refs (saturating, below)
+ *                              bit 31 set:   reachable; bits 0-30 link the
+ *                                            slot into the mark stack
+ *
+ * 12 bytes a slot at a load factor of at most 3/4: at most 16 bytes per
+ * examined object, nothing else allocated.  The mark stack is threaded
+ * through vals[] (an object is pushed once, when it becomes reachable, and
+ * its gc_refs are dead from then on), so deep graphs need no recursion and
+ * no extra memory.
+ *
+ * What a side-arena collection writes (see docs/design.md):
+ *   - survivors: nothing (no header, refcount or body write; survivors are
+ *     not relinked, tuples and dicts in the permanent generation are not
+ *     untracked);
+ *   - each garbage object: unlinked from its list (writes its two
+ *     neighbours' links) and appended to the unreachable list with the
+ *     flags deduce_unreachable() would leave, so gc.c's stock pipeline
+ *     (legacy finalizers, weakrefs, tp_finalize, resurrection, tp_clear)
+ *     runs on it unchanged;
+ *   - list heads: O(1) splices in gc.c, as in every collection.
+ */
+
+#include "Python.h"
+#include "pycore_gc.h"
+#include "pycore_gc_cow.h"
+#include "pycore_initconfig.h"    // _PyStatus_ERR()
+#include "pycore_interp.h"        // PyInterpreterState.gc
+#include "pycore_object.h"        // _PyObject_IS_GC()
+#include "pycore_pystate.h"       // _PyInterpreterState_GET()
+
+#include <stdint.h>
+#include <string.h>
+#include <wchar.h>
+#ifdef HAVE_SYS_MMAN_H
+#  include <sys/mman.h>
+#endif
+
+#ifndef Py_GIL_DISABLED
+
+typedef struct _gc_runtime_state GCState;
+
+#define AS_GC(op) _Py_AS_GC(op)
+#define FROM_GC(gc) _Py_FROM_GC(gc)
+
+/* Borrowed from gc.c, where it is private: the lowest bit of _gc_next
+   marks members of the unreachable list between move_unreachable() and
+   move_legacy_finalizers().  It must stay equal to gc.c's value. */
+#define COW_NEXT_MASK_UNREACHABLE  ((uintptr_t)1)
+
+/* vals[] encoding. */
+#define VAL_REACHABLE   ((uint32_t)1 << 31)
+#define VAL_MASK        (VAL_REACHABLE - 1)
+/* gc_refs at or above this are not counted exactly: such an object is
+   treated as referenced from outside (2**31 internal references would
+   take 16 GiB of pointers, so this never hides garbage in practice). */
+#define REFS_SATURATED  VAL_MASK
+/* End of the mark stack; also bounds the table to 2**31 - 1 slots. */
+#define STACK_END       VAL_MASK
+
+/* Modes (PYTHONCOWGC / -X cowgc / gc.set_cow_mode()). */
+enum {
+    COW_MODE_DEFAULT = 0,   /* shared collections when the permanent
+                               generation is examined; stock otherwise */
+    COW_MODE_ARENA = 1,     /* every collection through the side arena */
+    COW_MODE_STOCK = 2,     /* stock CPython: never the side arena, frozen
+                               objects never examined nor listed */
+};
+static const char *const mode_names[] = {"default", "arena", "stock", NULL};
+static const char *const fork_names[] = {"off", "freeze", NULL};
+
+/* Process-wide: settings come from the main interpreter's configuration
+   and every GIL-holding collection updates the counters. */
+static struct {
+    int mode;
+    int freeze_at_fork;
+    int fork_set;                 /* freeze_at_fork set explicitly */
+    Py_ssize_t shared_threshold;  /* 0: no automatic shared collections */
+    /* Amortizes automatic shared collections like stock amortizes full
+       ones: one runs when the objects promoted to the oldest generation
+       since the last one reach a quarter of what it will examine. */
+    Py_ssize_t full_since_shared;
+    Py_ssize_t pending_since_shared;
+    Py_ssize_t shared_estimate;
+    /* gc.get_shared_stats() */
+    Py_ssize_t shared_collections;
+    Py_ssize_t shared_collected;
+    Py_ssize_t shared_uncollectable;
+    Py_ssize_t arena_collections;
+    Py_ssize_t arena_fallbacks;
+    Py_ssize_t last_examined;
+    size_t last_arena_bytes;
+    size_t max_arena_bytes;
+    /* gc._cow_fail_arena(n): the next n arena allocations fail (tests). */
+    Py_ssize_t inject_failures;
+} cow = {
+    .mode = COW_MODE_DEFAULT,
+    .freeze_at_fork = 1,
+    .shared_threshold = 1,
+};
+
+
+/* ------------------------------------------------------------ the arena */
+
+typedef struct {
+    uintptr_t *keys;
+    uint32_t *vals;
+    size_t nslots;
+    size_t maplen;
+    uint32_t top;                 /* mark stack: slot index or STACK_END */
+} cow_arena;
+
+static inline size_t
+arena_home(const cow_arena *a, uintptr_t key)
+{
+    /* PyGC_Head addresses are 16-byte aligned: drop the zero bits, mix
+       with a Fibonacci multiplier, then map onto [0, nslots) without a
+       division (nslots need not be a power of two, which keeps the table
+       within 16 bytes per object). */
+    uint64_t h = (uint64_t)(key >> 4) * UINT64_C(0x9E3779B97F4A7C15);
+#if defined(__SIZEOF_INT128__)
+    return (size_t)(((unsigned __int128)h * a->nslots) >> 64);
+#else
+    return (size_t)(h % a->nslots);
+#endif
+}
+
+static inline Py_ssize_t
+arena_find(const cow_arena *a, uintptr_t key)
+{
+    size_t i = arena_home(a, key);
+    for (;;) {
+        uintptr_t k = a->keys[i];
+        if (k == key) {
+            return (Py_ssize_t)i;
+        }
+        if (k == 0) {
+            return -1;
+        }
+        if (++i == a->nslots) {
+            i = 0;
+        }
+    }
+}
+
+static inline void
+arena_insert(cow_arena *a, uintptr_t key, uint32_t val)
+{
+    size_t i = arena_home(a, key);
+    while (a->keys[i] != 0) {
+        assert(a->keys[i] != key);
+        if (++i == a->nslots) {
+            i = 0;
+        }
+    }
+    a->keys[i] = key;
+    a->vals[i] = val;
+}
+
+static int
+arena_alloc(cow_arena *a, Py_ssize_t nobjects)
+{
+    if (cow.inject_failures > 0) {
+        cow.inject_failures--;
+        return -1;
+    }
+    size_t nslots = (size_t)nobjects + (size_t)nobjects / 3 + 1;
+    if (nslots >= STACK_END) {
+        return -1;
+    }
+    size_t len = nslots * (sizeof(uintptr_t) + sizeof(uint32_t));
+#if defined(HAVE_MMAP) && defined(MAP_ANONYMOUS)
+    /* Fresh zero pages straight from the kernel, returned by munmap():
+       never a reused heap page that a forked child shares. */
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        return -1;
+    }
+#else
+    void *p = calloc(1, len);
+    if (p == NULL) {
+        return -1;
+    }
+#endif
+    a->keys = (uintptr_t *)p;
+    a->vals = (uint32_t *)(a->keys + nslots);
+    a->nslots = nslots;
+    a->maplen = len;
+    a->top = STACK_END;
+    return 0;
+}
+
+static void
+arena_free(cow_arena *a)
+{
+#if defined(HAVE_MMAP) && defined(MAP_ANONYMOUS)
+    munmap(a->keys, a->maplen);
+#else
+    free(a->keys);
+#endif
+    a->keys = NULL;
+}
+
+
+/* ------------------------------------------------ finding the garbage */
+
+/* The collection set: one or two gc lists (young, then permanent). */
+#define FOR_EACH_IN_SET(lists, nlists, gc)                                \
+    for (int _l = 0; _l < (nlists); _l++)                                 \
+        for (PyGC_Head *gc = _PyGCHead_NEXT((lists)[_l]);                  \
+             gc != (lists)[_l]; gc = _PyGCHead_NEXT(gc))
+
+/* Look up a referent; -1 when it is not in the collection set (not a GC
+   object, untracked, or tracked in a generation not being collected). */
+static inline Py_ssize_t
+arena_find_referent(const cow_arena *a, PyObject *op)
+{
+    if (!_PyObject_IS_GC(op)) {
+        return -1;
+    }
+    PyGC_Head *gc = AS_GC(op);
+    if (gc->_gc_next == 0) {
+        return -1;
+    }
+    return arena_find(a, (uintptr_t)gc);
+}
+
+/* subtract_refs() without writing the referent. */
+static int
+visit_decref_arena(PyObject *op, void *arg)
+{
+    cow_arena *a = (cow_arena *)arg;
+    Py_ssize_t i = arena_find_referent(a, op);
+    if (i >= 0) {
+        uint32_t v = a->vals[i];
+        /* v == 0 would mean more references traversed than counted (a
+           broken tp_traverse); stock asserts, we clamp. */
+        assert(v > 0);
+        if (v != REFS_SATURATED && v != 0) {
+            a->vals[i] = v - 1;
+        }
+    }
+    return 0;
+}
+
+/* move_unreachable()'s propagation, as a mark phase. */
+static int
+visit_mark_arena(PyObject *op, void *arg)
+{
+    cow_arena *a = (cow_arena *)arg;
+    Py_ssize_t i = arena_find_referent(a, op);
+    if (i >= 0 && !(a->vals[i] & VAL_REACHABLE)) {
+        a->vals[i] = VAL_REACHABLE | a->top;
+        a->top = (uint32_t)i;
+    }
+    return 0;
+}
+
+static void
+arena_mark(cow_arena *a)
+{
+    /* Every object with gc_refs > 0 is referenced from outside the set;
+       everything reachable from one of them survives. */
+    for (size_t s = 0; s < a->nslots; s++) {
+        uint32_t v = a->vals[s];
+        if (a->keys[s] == 0 || v == 0 || (v & VAL_REACHABLE)) {
+            continue;
+        }
+        a->vals[s] = VAL_REACHABLE | STACK_END;
+        a->top = (uint32_t)s;
+        while (a->top != STACK_END) {
+            size_t j = a->top;
+            a->top = a->vals[j] & VAL_MASK;
+            PyObject *op = FROM_GC((PyGC_Head *)a->keys[j]);
+            (void)Py_TYPE(op)->tp_traverse(op, visit_mark_arena, a);
+        }
+    }
+}
+
+/* Move the garbage onto `unreachable` in the state deduce_unreachable()
+   leaves it: PREV_MASK_COLLECTING and NEXT_MASK_UNREACHABLE set on every
+   member, the list head clean.  Only garbage and its list neighbours are
+   written. */
+static Py_ssize_t
+arena_move_unreachable(cow_arena *a, PyGC_Head *unreachable)
+{
+    Py_ssize_t n = 0;
+    unreachable->_gc_next = (uintptr_t)unreachable;
+    unreachable->_gc_prev = (uintptr_t)unreachable;
+    for (size_t s = 0; s < a->nslots; s++) {
+        if (a->keys[s] == 0 || (a->vals[s] & VAL_REACHABLE)) {
+            continue;
+        }
+        PyGC_Head *gc = (PyGC_Head *)a->keys[s];
+        PyGC_Head *prev = _PyGCHead_PREV(gc);
+        PyGC_Head *next = _PyGCHead_NEXT(gc);
+        _PyGCHead_SET_NEXT(prev, next);
+        _PyGCHead_SET_PREV(next, prev);
+
+        PyGC_Head *last = (PyGC_Head *)unreachable->_gc_prev;
+        gc->_gc_prev = (gc->_gc_prev & _PyGC_PREV_MASK_FINALIZED)
+                       | _PyGC_PREV_MASK_COLLECTING | (uintptr_t)last;
+        last->_gc_next = COW_NEXT_MASK_UNREACHABLE | (uintptr_t)gc;
+        gc->_gc_next = COW_NEXT_MASK_UNREACHABLE | (uintptr_t)unreachable;
+        unreachable->_gc_prev = (uintptr_t)gc;
+        n++;
+    }
+    /* The head's own link got the mask when the first member was
+       appended; deduce_unreachable() leaves it clean. */
+    unreachable->_gc_next &= ~COW_NEXT_MASK_UNREACHABLE;
+    return n;
+}
+
+/* Find the unreachable objects among `lists` with the side arena.
+   -1: the arena could not be allocated; nothing was written. */
+static int
+arena_deduce_unreachable(PyGC_Head **lists, int nlists,
+                         PyGC_Head *unreachable)
+{
+    Py_ssize_t n = 0;
+    FOR_EACH_IN_SET(lists, nlists, gc) {
+        n++;
+    }
+    cow_arena a;
+    if (arena_alloc(&a, n) < 0) {
+        return -1;
+    }
+
+    /* update_refs(): immortal objects stay out of the set (stock moves
+       them to the permanent generation; their references are never
+       subtracted either way, so what they refer to survives). */
+    FOR_EACH_IN_SET(lists, nlists, gc) {
+        PyObject *op = FROM_GC(gc);
+        if (_Py_IsImmortal(op)) {
+            continue;
+        }
+        Py_ssize_t refs = Py_REFCNT(op);
+        /* As in gc.c: a tracked object with refcount 0 means a tp_dealloc
+           let a dying object stay tracked and called back into Python. */
+        _PyObject_ASSERT(op, refs != 0);
+        uint32_t v = refs >= (Py_ssize_t)REFS_SATURATED
+                     ? REFS_SATURATED : (uint32_t)refs;
+        arena_insert(&a, (uintptr_t)gc, v);
+    }
+
+    FOR_EACH_IN_SET(lists, nlists, gc) {
+        PyObject *op = FROM_GC(gc);
+        if (_Py_IsImmortal(op)) {
+            continue;
+        }
+        (void)Py_TYPE(op)->tp_traverse(op, visit_decref_arena, &a);
+    }
+
+    arena_mark(&a);
+    (void)arena_move_unreachable(&a, unreachable);
+
+    cow.arena_collections++;
+    cow.last_examined = n;
+    cow.last_arena_bytes = a.maplen;
+    if (a.maplen > cow.max_arena_bytes) {
+        cow.max_arena_bytes = a.maplen;
+    }
+    arena_free(&a);
+    return 0;
+}
+
+
+/* ------------------------------------------------------ gc.c's hooks */
+
+static _PyGC_CowPath
+select_path(GCState *gcstate, int generation, _PyGC_Reason reason)
+{
+    if (cow.mode == COW_MODE_STOCK) {
+        return _PyGC_COW_STOCK;
+    }
+    PyGC_Head *perm = &gcstate->permanent_generation.head;
+    int has_permanent = _PyGCHead_NEXT(perm) != perm;
+    if (generation == NUM_GENERATIONS - 1 && has_permanent) {
+        if (reason != _Py_GC_REASON_HEAP) {
+            /* gc.collect() and the collections at shutdown. */
+            return _PyGC_COW_SHARED;
+        }
+        if (cow.shared_threshold > 0) {
+            cow.full_since_shared++;
+            cow.pending_since_shared += gcstate->long_lived_pending;
+            if (cow.full_since_shared >= cow.shared_threshold
+                && cow.pending_since_shared >= cow.shared_estimate / 4)
+            {
+                return _PyGC_COW_SHARED;
+            }
+        }
+    }
+    return cow.mode == COW_MODE_ARENA ? _PyGC_COW_ARENA : _PyGC_COW_STOCK;
+}
+
+_PyGC_CowPath
+_PyGC_CowDeduceUnreachable(PyInterpreterState *interp, int generation,
+                           _PyGC_Reason reason, PyGC_Head *young,
+                           PyGC_Head *unreachable)
+{
+    GCState *gcstate = &interp->gc;
+    _PyGC_CowPath path = select_path(gcstate, generation, reason);
+    if (path == _PyGC_COW_STOCK) {
+        return path;
+    }
+    PyGC_Head *lists[2] = {young, &gcstate->permanent_generation.head};
+    int nlists = path == _PyGC_COW_SHARED ? 2 : 1;
+    if (arena_deduce_unreachable(lists, nlists, unreachable) < 0) {
+        /* No memory for the arena: collect what the in-header algorithm
+           may touch without copying shared pages (never the permanent
+           generation), and try the shared collection again next time. */
+        cow.arena_fallbacks++;
+        return _PyGC_COW_STOCK;
+    }
+    return path;
+}
+
+void
+_PyGC_CowCollectionDone(PyInterpreterState *interp, _PyGC_CowPath path,
+                        Py_ssize_t collected, Py_ssize_t uncollectable)
+{
+    if (path != _PyGC_COW_SHARED) {
+        return;
+    }
+    cow.shared_collections++;
+    cow.shared_collected += collected;
+    cow.shared_uncollectable += uncollectable;
+    cow.full_since_shared = 0;
+    cow.pending_since_shared = 0;
+    cow.shared_estimate = cow.last_examined;
+}
+
+int
+_PyGC_CowPermanentIsVisible(void)
+{
+    return cow.mode != COW_MODE_STOCK;
+}
+
+void
+_PyGC_CowBeforeFork(PyInterpreterState *interp)
+{
+    if (!cow.freeze_at_fork) {
+        return;
+    }
+    GCState *gcstate = &interp->gc;
+    /* What moves is at least the oldest generation as last counted. */
+    cow.shared_estimate += gcstate->long_lived_total
+                           + gcstate->long_lived_pending;
+    _PyGC_Freeze(interp);
+}
+
+
+/* ------------------------------------------------------------ settings */
+
+static int
+choice_index(const char *value, const char *const *names)
+{
+    for (int i = 0; names[i] != NULL; i++) {
+        if (strcmp(value, names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* -X NAME=VALUE from the configuration; NULL when absent.  The value is
+   converted into buf (ASCII only; anything else is an invalid value). */
+static const char *
+get_xoption(const PyConfig *config, const wchar_t *name, char *buf,
+            size_t bufsize)
+{
+    const char *found = NULL;
+    size_t nlen = wcslen(name);
+    for (Py_ssize_t i = 0; i < config->xoptions.length; i++) {
+        const wchar_t *opt = config->xoptions.items[i];
+        if (wcsncmp(opt, name, nlen) != 0) {
+            continue;
+        }
+        if (opt[nlen] != L'=' && opt[nlen] != L'\0') {
+            continue;
+        }
+        const wchar_t *v = opt[nlen] == L'=' ? opt + nlen + 1 : L"";
+        size_t j = 0;
+        for (; v[j] != L'\0' && j + 1 < bufsize; j++) {
+            buf[j] = (v[j] > 0 && v[j] < 128) ? (char)v[j] : '?';
+        }
+        buf[j] = '\0';
+        found = buf;            /* the last occurrence wins, as for -X */
+    }
+    return found;
+}
+
+PyStatus
+_PyGC_CowInit(PyInterpreterState *interp)
+{
+    if (!_Py_IsMainInterpreter(interp)) {
+        return _PyStatus_OK();
+    }
+    const PyConfig *config = _PyInterpreterState_GetConfig(interp);
+    char buf[32];
+    const char *v;
+
+    v = config->use_environment ? getenv("PYTHONCOWGC") : NULL;
+    if (v != NULL && v[0] != '\0') {
+        if ((cow.mode = choice_index(v, mode_names)) < 0) {
+            return _PyStatus_ERR("PYTHONCOWGC: invalid value; "
+                                 "expected default, arena or stock");
+        }
+    }
+    v = get_xoption(config, L"cowgc", buf, sizeof(buf));
+    if (v != NULL && (cow.mode = choice_index(v, mode_names)) < 0) {
+        return _PyStatus_ERR("-X cowgc: invalid value; "
+                             "expected default, arena or stock");
+    }
+
+    /* Freeze-at-fork defaults to on, except in stock mode. */
+    cow.freeze_at_fork = cow.mode != COW_MODE_STOCK;
+    v = config->use_environment ? getenv("PYTHONCOWFORK") : NULL;
+    if (v != NULL && v[0] != '\0') {
+        if ((cow.freeze_at_fork = choice_index(v, fork_names)) < 0) {
+            return _PyStatus_ERR("PYTHONCOWFORK: invalid value; "
+                                 "expected off or freeze");
+        }
+    }
+    v = get_xoption(config, L"cowfork", buf, sizeof(buf));
+    if (v != NULL
+        && (cow.freeze_at_fork = choice_index(v, fork_names)) < 0)
+    {
+        return _PyStatus_ERR("-X cowfork: invalid value; "
+                             "expected off or freeze");
+    }
+    return _PyStatus_OK();
+}
+
+
+/* ---------------------------------------------------- the gc module */
+
+static int
+index_arg(PyObject *arg, const char *fname, Py_ssize_t *out)
+{
+    if (!PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument must be int, not %T", fname, arg);
+        return -1;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s() argument must not be negative", fname);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+PyDoc_STRVAR(get_cow_mode__doc__,
+"get_cow_mode($module, /)\n--\n\n"
+"Return how the collector finds garbage: 'default', 'arena' or 'stock'.\n"
+"\n"
+"default: collections that include the permanent generation (gc.collect()\n"
+"  and automatic shared collections) use the side arena and write nothing\n"
+"  into surviving objects; all other collections are stock.\n"
+"arena:   every collection uses the side arena (a test mode).\n"
+"stock:   exactly stock CPython (frozen objects are never examined).");
+
+static PyObject *
+gc_get_cow_mode(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyUnicode_FromString(mode_names[cow.mode]);
+}
+
+PyDoc_STRVAR(set_cow_mode__doc__,
+"set_cow_mode($module, mode, /)\n--\n\n"
+"Set the collector mode: 'default', 'arena' or 'stock'.\n"
+"See get_cow_mode().  Start-up default: PYTHONCOWGC or -X cowgc.");
+
+static PyObject *
+gc_set_cow_mode(PyObject *module, PyObject *arg)
+{
+    if (!PyUnicode_Check(arg)) {
+        PyErr_Format(PyExc_TypeError,
+                     "set_cow_mode() argument must be str, not %T", arg);
+        return NULL;
+    }
+    const char *s = PyUnicode_AsUTF8(arg);
+    if (s == NULL) {
+        return NULL;
+    }
+    int m = choice_index(s, mode_names);
+    if (m < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "set_cow_mode() argument must be 'default', 'arena' "
+                     "or 'stock', not %R", arg);
+        return NULL;
+    }
+    cow.mode = m;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_freeze_at_fork__doc__,
+"get_freeze_at_fork($module, /)\n--\n\n"
+"Return True if os.fork() freezes every tracked object first.");
+
+static PyObject *
+gc_get_freeze_at_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(cow.freeze_at_fork);
+}
+
+PyDoc_STRVAR(set_freeze_at_fork__doc__,
+"set_freeze_at_fork($module, enabled, /)\n--\n\n"
+"Enable or disable freezing at fork.\n"
+"\n"
+"When enabled, os.fork() and everything else that runs the interpreter's\n"
+"fork hooks first moves every tracked object into the permanent\n"
+"generation (as gc.freeze() does), in the parent and so in the child:\n"
+"later ordinary collections in either process never write into the\n"
+"inherited heap, and gc.collect() still reclaims garbage among those\n"
+"objects with a shared collection.  Start-up default: on, unless\n"
+"PYTHONCOWFORK=off, -X cowfork=off or the stock mode.");
+
+static PyObject *
+gc_set_freeze_at_fork(PyObject *module, PyObject *arg)
+{
+    if (!PyBool_Check(arg) && !PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError,
+                     "set_freeze_at_fork() argument must be bool, not %T",
+                     arg);
+        return NULL;
+    }
+    int v = PyObject_IsTrue(arg);
+    if (v < 0) {
+        return NULL;
+    }
+    cow.freeze_at_fork = v;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_shared_threshold__doc__,
+"get_shared_threshold($module, /)\n--\n\n"
+"Return the automatic shared-collection threshold.");
+
+static PyObject *
+gc_get_shared_threshold(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(cow.shared_threshold);
+}
+
+PyDoc_STRVAR(set_shared_threshold__doc__,
+"set_shared_threshold($module, threshold, /)\n--\n\n"
+"Set the automatic shared-collection threshold.\n"
+"\n"
+"A shared collection examines the permanent (frozen) generation together\n"
+"with all others, without writing into surviving objects.  With threshold\n"
+"N > 0, an automatic full collection becomes a shared one when at least N\n"
+"automatic full collections ran since the last shared collection and the\n"
+"objects promoted to the oldest generation since then reach a quarter of\n"
+"the frozen heap (so the cost stays linear, as for full collections).\n"
+"0 disables automatic shared collections: frozen objects are then only\n"
+"examined by gc.collect().  Default: 1.");
+
+static PyObject *
+gc_set_shared_threshold(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t n;
+    if (index_arg(arg, "set_shared_threshold", &n) < 0) {
+        return NULL;
+    }
+    cow.shared_threshold = n;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_shared_stats__doc__,
+"get_shared_stats($module, /)\n--\n\n"
+"Return a dict of side-arena collector statistics.\n"
+"\n"
+"collections, collected, uncollectable: shared collections and what they\n"
+"  found; arena_collections: all side-arena collections; fallbacks: those\n"
+"  that fell back to the stock algorithm for lack of memory;\n"
+"  last_examined: objects examined by the last side-arena collection;\n"
+"  last_arena_bytes, max_arena_bytes: the size of its arena (released\n"
+"  when it ended) and the largest so far.");
+
+static PyObject *
+gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue(
+        "{snsnsnsnsnsnsnsn}",
+        "collections", cow.shared_collections,
+        "collected", cow.shared_collected,
+        "uncollectable", cow.shared_uncollectable,
+        "arena_collections", cow.arena_collections,
+        "fallbacks", cow.arena_fallbacks,
+        "last_examined", cow.last_examined,
+        "last_arena_bytes", (Py_ssize_t)cow.last_arena_bytes,
+        "max_arena_bytes", (Py_ssize_t)cow.max_arena_bytes);
+}
+
+static PyObject *
+gc_cow_fail_arena(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t n;
+    if (index_arg(arg, "_cow_fail_arena", &n) < 0) {
+        return NULL;
+    }
+    cow.inject_failures = n;
+    Py_RETURN_NONE;
+}
+
+PyMethodDef _PyGC_CowMethods[] = {
+    {"get_cow_mode", gc_get_cow_mode, METH_NOARGS, get_cow_mode__doc__},
+    {"set_cow_mode", gc_set_cow_mode, METH_O, set_cow_mode__doc__},
+    {"get_freeze_at_fork", gc_get_freeze_at_fork, METH_NOARGS,
+     get_freeze_at_fork__doc__},
+    {"set_freeze_at_fork", gc_set_freeze_at_fork, METH_O,
+     set_freeze_at_fork__doc__},
+    {"get_shared_threshold", gc_get_shared_threshold, METH_NOARGS,
+     get_shared_threshold__doc__},
+    {"set_shared_threshold", gc_set_shared_threshold, METH_O,
+     set_shared_threshold__doc__},
+    {"get_shared_stats", gc_get_shared_stats, METH_NOARGS,
+     get_shared_stats__doc__},
+    {"_cow_fail_arena", gc_cow_fail_arena, METH_O,
+     "Make the next n side-arena allocations fail (for tests)."},
+    {NULL, NULL, 0, NULL},
+};
+
+#endif  /* !Py_GIL_DISABLED */
