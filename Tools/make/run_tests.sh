@@ -1,6 +1,7 @@
 #!/bin/bash
-# `make test`: our own tests, then CPython's full suite on cowpy, judged
-# against Lib/test/cowpy_known_failures.txt.  Ends with `N passed, N failed`
+# `make test`: our own tests, then CPython's full suite on cowpy (default
+# mode, then PYTHONCOWGC=arena), each judged against
+# Lib/test/cowpy_known_failures.txt.  Ends with `N passed, N failed`
 # (our test cases + upstream test files) and exits non-zero on any failure.
 #   COWPY_SKIP_UPSTREAM=1   only our tests
 #   COWPY_UPSTREAM_ARGS=... extra regrtest arguments (e.g. a test subset)
@@ -56,7 +57,9 @@ upstream_step() {
 }
 
 if [ "${COWPY_SKIP_UPSTREAM:-0}" != 1 ]; then
+    # Default mode, then with every collection through the side arena.
     upstream_step default
+    upstream_step arena PYTHONCOWGC=arena
 fi
 
 echo "$passed passed, $failed failed"

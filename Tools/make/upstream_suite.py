@@ -51,7 +51,8 @@ def parse(log):
     summary = {}
     rerun_start = None
     for i, line in enumerate(lines):
-        if line.startswith("Re-running ") and "in verbose mode" in line:
+        if (rerun_start is None and line.startswith("Re-running ")
+                and "in verbose mode" in line):
             rerun_start = i
         m = re.match(r"^(\d+|All \d+) tests? (OK|failed|skipped|omitted)", line)
         m2 = re.match(r"^(\d+) (tests? failed|re-run tests?|tests? skipped"
@@ -122,7 +123,10 @@ def main():
     args, extra = ap.parse_known_args()
 
     if not args.parse_only:
-        env = dict(os.environ)
+        # The suite's outcome must not depend on the caller's PYTHON*
+        # variables (PYTHONUNBUFFERED alone fails test_cmd_line).
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("PYTHON")}
         for kv in args.env:
             k, _, v = kv.partition("=")
             env[k] = v

@@ -1,0 +1,563 @@
+"""Tests for cowpy's copy-on-write-safe collector (Python/gc_cow.c).
+
+- the gc module API and the start-up options;
+- shared collections reclaim garbage among frozen objects with the full
+  stock semantics (finalizers, weakref callbacks, resurrection, legacy
+  finalizers, DEBUG_SAVEALL, gc.callbacks);
+- freeze at fork, and a page-level check that a shared collection in a
+  forked child leaves the inherited pages shared;
+- the upstream test.test_gc and test.test_finalization classes re-run with
+  every collection routed through the side arena (subclasses below).
+"""
+
+import gc
+import json
+import os
+import struct
+import sys
+import unittest
+import weakref
+from test import support
+from test.support import import_helper
+from test.support.script_helper import assert_python_ok, assert_python_failure
+
+if not hasattr(gc, "get_cow_mode"):
+    raise unittest.SkipTest("not a cowpy interpreter")
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+PM_PRESENT = 1 << 63
+PM_EXCLUSIVE = 1 << 56
+
+
+class mode:
+    """Context manager: run with the given collector mode."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        self.old = gc.get_cow_mode()
+        gc.set_cow_mode(self.name)
+
+    def __exit__(self, *exc):
+        gc.set_cow_mode(self.old)
+
+
+def run_in_child(func):
+    """Run func() in a forked child; return what it returns (JSON-able).
+
+    The parent stays blocked in read() meanwhile, so it writes nothing."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            res = {"ok": func()}
+        except BaseException as e:
+            import traceback
+            res = {"error": "".join(traceback.format_exception(e))}
+        os.write(w, json.dumps(res).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    support.wait_process(pid, exitcode=0)
+    res = json.loads(data)
+    if "error" in res:
+        raise AssertionError("in the forked child:\n" + res["error"])
+    return res["ok"]
+
+
+def private_kib(field=("Private_Clean:", "Private_Dirty:")):
+    total = 0
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            if line.startswith(field):
+                total += int(line.split()[1])
+    return total
+
+
+def page_flags(addresses):
+    """pagemap entries for the pages holding these addresses."""
+    out = {}
+    with open("/proc/self/pagemap", "rb") as f:
+        for addr in addresses:
+            page = addr // PAGE
+            f.seek(page * 8)
+            (entry,) = struct.unpack("<Q", f.read(8))
+            out[page] = entry
+    return out
+
+
+class Cycle:
+    """A two-object cycle member with a finalizer."""
+    finalized = []
+
+    def __init__(self, name):
+        self.name = name
+        self.peer = None
+
+    def __del__(self):
+        Cycle.finalized.append(self.name)
+
+
+def make_cycle(name):
+    a, b = Cycle(name + "a"), Cycle(name + "b")
+    a.peer, b.peer = b, a
+    return a
+
+
+class CowTestCase(unittest.TestCase):
+    def setUp(self):
+        gc.collect()
+        self.addCleanup(gc.unfreeze)
+        self.addCleanup(gc.set_freeze_at_fork, gc.get_freeze_at_fork())
+        self.addCleanup(gc.set_shared_threshold, gc.get_shared_threshold())
+        self.addCleanup(gc.set_cow_mode, gc.get_cow_mode())
+        Cycle.finalized = []
+
+
+class APITests(CowTestCase):
+    def test_defaults(self):
+        code = ("import gc; print(gc.get_cow_mode(), gc.get_freeze_at_fork(),"
+                " gc.get_shared_threshold())")
+        rc, out, err = assert_python_ok("-E", "-c", code)
+        self.assertEqual(out.split(), [b"default", b"True", b"1"])
+
+    def test_mode_roundtrip_and_errors(self):
+        for m in ("stock", "arena", "default"):
+            gc.set_cow_mode(m)
+            self.assertEqual(gc.get_cow_mode(), m)
+        with self.assertRaisesRegex(ValueError, "'default', 'arena' or"):
+            gc.set_cow_mode("fast")
+        with self.assertRaisesRegex(TypeError, "must be str, not int"):
+            gc.set_cow_mode(1)
+        self.assertEqual(gc.get_cow_mode(), "default")
+
+    def test_shared_threshold_errors(self):
+        gc.set_shared_threshold(0)
+        self.assertEqual(gc.get_shared_threshold(), 0)
+        gc.set_shared_threshold(7)
+        self.assertEqual(gc.get_shared_threshold(), 7)
+        with self.assertRaisesRegex(ValueError, "must not be negative"):
+            gc.set_shared_threshold(-1)
+        with self.assertRaisesRegex(TypeError, "must be int, not float"):
+            gc.set_shared_threshold(1.5)
+        with self.assertRaisesRegex(TypeError, "must be int, not str"):
+            gc.set_shared_threshold("1")
+        with self.assertRaises(OverflowError):
+            gc.set_shared_threshold(2**100)
+        self.assertEqual(gc.get_shared_threshold(), 7)
+
+    def test_freeze_at_fork_errors(self):
+        gc.set_freeze_at_fork(False)
+        self.assertIs(gc.get_freeze_at_fork(), False)
+        gc.set_freeze_at_fork(True)
+        self.assertIs(gc.get_freeze_at_fork(), True)
+        with self.assertRaisesRegex(TypeError, "must be bool, not str"):
+            gc.set_freeze_at_fork("yes")
+        with self.assertRaisesRegex(TypeError, "must be bool, not NoneType"):
+            gc.set_freeze_at_fork(None)
+
+    def test_stats(self):
+        stats = gc.get_shared_stats()
+        self.assertEqual(set(stats), {
+            "collections", "collected", "uncollectable",
+            "arena_collections", "fallbacks", "last_examined",
+            "last_arena_bytes", "max_arena_bytes"})
+        for v in stats.values():
+            self.assertIsInstance(v, int)
+            self.assertGreaterEqual(v, 0)
+
+    def test_upstream_signatures_unchanged(self):
+        self.assertIsNone(gc.freeze())
+        self.assertGreater(gc.get_freeze_count(), 0)
+        self.assertIsNone(gc.unfreeze())
+        self.assertEqual(gc.get_freeze_count(), 0)
+        with self.assertRaises(TypeError):
+            gc.freeze(1)
+        self.assertEqual(len(gc.get_stats()), 3)
+        self.assertEqual(set(gc.get_stats()[0]),
+                         {"collections", "collected", "uncollectable"})
+
+
+class StartupOptionTests(unittest.TestCase):
+    def check(self, args, env, expected):
+        code = ("import gc; print(gc.get_cow_mode(), gc.get_freeze_at_fork())")
+        rc, out, err = assert_python_ok(*args, "-c", code, __isolated=False,
+                                        **env)
+        self.assertEqual(out.decode().split(), expected)
+
+    def test_x_options(self):
+        self.check(["-X", "cowgc=arena"], {}, ["arena", "True"])
+        self.check(["-X", "cowgc=stock"], {}, ["stock", "False"])
+        self.check(["-X", "cowgc=stock", "-X", "cowfork=freeze"], {},
+                   ["stock", "True"])
+        self.check(["-X", "cowfork=off"], {}, ["default", "False"])
+
+    def test_environment(self):
+        self.check([], {"PYTHONCOWGC": "arena", "PYTHONCOWFORK": "off"},
+                   ["arena", "False"])
+        # -X wins over the environment; -E ignores it.
+        self.check(["-X", "cowgc=default"], {"PYTHONCOWGC": "stock"},
+                   ["default", "True"])
+        self.check(["-E"], {"PYTHONCOWGC": "stock"}, ["default", "True"])
+
+    def test_invalid_values_fail_at_startup(self):
+        cases = [
+            (["-X", "cowgc=fast"], {}, b"-X cowgc: invalid value"),
+            (["-X", "cowgc"], {}, b"-X cowgc: invalid value"),
+            (["-X", "cowfork=maybe"], {}, b"-X cowfork: invalid value"),
+            ([], {"PYTHONCOWGC": "Arena"}, b"PYTHONCOWGC: invalid value"),
+            ([], {"PYTHONCOWFORK": "1"}, b"PYTHONCOWFORK: invalid value"),
+        ]
+        for args, env, msg in cases:
+            with self.subTest(args=args, env=env):
+                rc, out, err = assert_python_failure(
+                    *args, "-c", "pass", __isolated=False, **env)
+                self.assertIn(msg, err)
+                self.assertIn(b"expected", err)
+
+
+class SharedCollectionTests(CowTestCase):
+    """gc.collect() reclaims garbage among frozen objects."""
+
+    def test_frozen_cycle_with_finalizer(self):
+        holder = [make_cycle("x")]
+        gc.freeze()
+        del holder[:]
+        before = gc.get_shared_stats()["collections"]
+        self.assertEqual(gc.collect(), 2)
+        self.assertEqual(sorted(Cycle.finalized), ["xa", "xb"])
+        self.assertEqual(gc.get_shared_stats()["collections"], before + 1)
+        # finalizers run exactly once
+        gc.collect()
+        self.assertEqual(len(Cycle.finalized), 2)
+
+    def test_frozen_garbage_in_forked_child(self):
+        holder = [make_cycle("c") for _ in range(50)]
+        wr = weakref.ref(holder[0])
+        gc.freeze()
+
+        def child():
+            del holder[:]
+            n = gc.collect()
+            return [n, len(Cycle.finalized), wr() is None]
+
+        self.assertEqual(run_in_child(child), [100, 100, True])
+        # The parent still has them.
+        self.assertIsNotNone(wr())
+
+    def test_stock_mode_keeps_frozen_garbage(self):
+        with mode("stock"):
+            holder = [make_cycle("s")]
+            wr = weakref.ref(holder[0])
+            gc.freeze()
+            del holder[:]
+            gc.collect()
+            self.assertIsNotNone(wr())
+            self.assertNotIn(wr(), gc.get_objects())
+        gc.collect()
+        self.assertIsNone(wr())
+
+    def test_weakref_callbacks(self):
+        called = []
+        holder = [make_cycle("w")]
+        keep = weakref.ref(holder[0], lambda r: called.append("outer"))
+        # a weakref that is itself part of the garbage: no callback
+        holder[0].selfref = weakref.ref(holder[0].peer,
+                                        lambda r: called.append("inner"))
+        gc.freeze()
+        del holder[:]
+        gc.collect()
+        self.assertEqual(called, ["outer"])
+        self.assertIsNone(keep())
+
+    def test_resurrection(self):
+        saved = []
+
+        class Phoenix:
+            def __init__(self):
+                self.me = self
+
+            def __del__(self):
+                saved.append(self)
+
+        holder = [Phoenix()]
+        gc.freeze()
+        del holder[:]
+        self.assertEqual(gc.collect(), 0)
+        self.assertEqual(len(saved), 1)
+        # resurrected: alive, not finalized twice
+        wr = weakref.ref(saved[0])
+        del saved[:]
+        gc.collect()
+        self.assertIsNone(wr())
+        self.assertEqual(saved, [])
+
+    def test_legacy_finalizer_goes_to_gc_garbage(self):
+        _testcapi = import_helper.import_module("_testcapi")
+        with_tp_del = _testcapi.with_tp_del
+
+        @with_tp_del
+        class Legacy:
+            def __tp_del__(self):
+                pass
+
+        holder = [Legacy()]
+        holder[0].me = holder[0]
+        wr = weakref.ref(holder[0])
+        gc.freeze()
+        del holder[:]
+        try:
+            self.assertEqual(gc.collect(), 1)
+            self.assertEqual(len(gc.garbage), 1)
+            self.assertIs(gc.garbage[0], wr())
+        finally:
+            gc.garbage[0].me = None
+            del gc.garbage[:]
+
+    def test_debug_saveall(self):
+        holder = [make_cycle("d")]
+        gc.freeze()
+        del holder[:]
+        old = gc.get_debug()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            names = sorted(o.name for o in gc.garbage
+                           if isinstance(o, Cycle))
+        finally:
+            gc.set_debug(old)
+            for o in gc.garbage:
+                if isinstance(o, Cycle):
+                    o.peer = None
+            del gc.garbage[:]
+        self.assertEqual(names, ["da", "db"])
+
+    def test_callbacks_see_shared_collection(self):
+        events = []
+
+        def cb(phase, info):
+            events.append((phase, info["generation"], info["collected"]))
+
+        holder = [make_cycle("cb")]
+        gc.freeze()
+        del holder[:]
+        gc.callbacks.append(cb)
+        try:
+            gc.collect()
+        finally:
+            gc.callbacks.remove(cb)
+        self.assertEqual(events, [("start", 2, 0), ("stop", 2, 2)])
+
+    def test_young_collections_leave_frozen_alone(self):
+        holder = [make_cycle("y")]
+        gc.freeze()
+        del holder[:]
+        gc.collect(0)
+        gc.collect(1)
+        self.assertEqual(Cycle.finalized, [])
+        gc.collect(2)
+        self.assertEqual(sorted(Cycle.finalized), ["ya", "yb"])
+
+    def test_survivors_stay_frozen_and_visible(self):
+        keep = [[] for _ in range(10)]
+        gc.freeze()
+        n = gc.get_freeze_count()
+        gc.collect()
+        self.assertEqual(gc.get_freeze_count(), n)
+        ids = {id(o) for o in gc.get_objects()}
+        self.assertTrue(all(id(o) in ids for o in keep))
+        self.assertIn(keep, gc.get_referrers(keep[0]))
+
+    def test_arena_size_per_object(self):
+        gc.freeze()
+        gc.collect()
+        stats = gc.get_shared_stats()
+        self.assertGreater(stats["last_examined"], 1000)
+        self.assertLessEqual(stats["last_arena_bytes"],
+                             24 * stats["last_examined"])
+        self.assertLessEqual(stats["last_arena_bytes"],
+                             16 * stats["last_examined"] + 16)
+
+    def test_arena_failure_falls_back_safely(self):
+        holder = [make_cycle("f")]
+        gc.freeze()
+        young = make_cycle("g")
+        del holder[:]
+        young_wr = weakref.ref(young)
+        young = None
+        before = gc.get_shared_stats()["fallbacks"]
+        gc._cow_fail_arena(1)
+        gc.collect()
+        # The arena could not be had: young garbage collected in-header,
+        # the frozen garbage left for the next shared collection.
+        self.assertEqual(gc.get_shared_stats()["fallbacks"], before + 1)
+        self.assertIsNone(young_wr())
+        self.assertEqual(sorted(Cycle.finalized), ["ga", "gb"])
+        gc.collect()
+        self.assertEqual(sorted(Cycle.finalized), ["fa", "fb", "ga", "gb"])
+
+    def test_arena_failure_in_arena_mode(self):
+        with mode("arena"):
+            c = make_cycle("h")
+            wr = weakref.ref(c)
+            del c
+            gc._cow_fail_arena(1)
+            gc.collect(0)
+            self.assertIsNone(wr())
+
+    def test_deep_graph(self):
+        # A long chain: the mark phase must not recurse.
+        head = None
+        for _ in range(200_000):
+            head = [head]
+        tail = head
+        gc.freeze()
+        with mode("arena"):
+            gc.collect()
+        self.assertIs(head, tail)
+        node = [None]
+        node[0] = node
+        del head, tail, node
+        gc.collect()
+
+    def test_automatic_shared_collections(self):
+        def child(threshold):
+            gc.set_shared_threshold(threshold)
+            holder = [make_cycle("a%d" % i) for i in range(10)]
+            gc.freeze()
+            del holder[:]
+            gc.enable()
+            gc.set_threshold(100, 2, 2)
+            before = gc.get_shared_stats()["collections"]
+            keep = [[i] for i in range(200_000)]    # promoted survivors
+            return [gc.get_shared_stats()["collections"] - before,
+                    len(Cycle.finalized), len(keep)]
+
+        n, fin, _ = run_in_child(lambda: child(1))
+        self.assertGreater(n, 0)
+        self.assertEqual(fin, 20)
+        n, fin, _ = run_in_child(lambda: child(0))
+        self.assertEqual([n, fin], [0, 0])
+
+
+@unittest.skipUnless(hasattr(os, "fork"), "needs os.fork")
+class ForkTests(CowTestCase):
+    def test_freeze_at_fork(self):
+        gc.set_freeze_at_fork(True)
+        obj = []
+        self.assertEqual(gc.get_freeze_count(), 0)
+        res = run_in_child(lambda: [gc.get_freeze_count(),
+                                    gc.is_tracked(obj),
+                                    id(obj) in map(id, gc.get_objects(2))])
+        self.assertGreater(res[0], 0)
+        self.assertEqual(res[1:], [True, False])
+        # the parent froze too
+        self.assertGreater(gc.get_freeze_count(), 0)
+
+    def test_no_freeze_at_fork(self):
+        gc.set_freeze_at_fork(False)
+        self.assertEqual(run_in_child(gc.get_freeze_count), 0)
+        self.assertEqual(gc.get_freeze_count(), 0)
+
+    def test_register_at_fork_runs_before_freeze(self):
+        gc.set_freeze_at_fork(True)
+        seen = []
+        os.register_at_fork(
+            before=lambda: seen.append(gc.get_freeze_count()))
+        # register_at_fork has no unregister; the hook only records.
+        run_in_child(lambda: None)
+        self.assertEqual(seen[-1], 0)
+
+    def check_pages(self, collect_mode, freeze_at_fork):
+        """Parent: 20,000 lists interleaved with strings of their size
+        class; child: one gc.collect(); returns (shared, total) for the
+        sampled survivors' GC-header pages and the Private_Dirty growth."""
+        gc.set_freeze_at_fork(freeze_at_fork)
+        heap = []
+        for i in range(20_000):
+            heap.append([])
+            heap.extend("%07d-%07d" % (i, j) for j in range(40))
+        lists = heap[::41]
+        # Sample from the middle: those pools are full, so the child's
+        # own allocations cannot land on them.
+        sample = [id(o) - 16 for o in lists[2000:18000:50]]
+        gc.collect()
+
+        def child():
+            gc.set_cow_mode(collect_mode)
+            gc.disable()
+            before = private_kib(("Private_Dirty:",))
+            gc.collect()
+            growth = private_kib(("Private_Dirty:",)) - before
+            flags = page_flags(sample)
+            present = [e for e in flags.values() if e & PM_PRESENT]
+            shared = [e for e in present if not e & PM_EXCLUSIVE]
+            return [len(shared), len(present), len(flags), growth]
+
+        try:
+            return run_in_child(child)
+        finally:
+            del heap, lists
+
+    def test_shared_collection_keeps_pages_shared(self):
+        shared, present, total, growth = self.check_pages("default", True)
+        self.assertEqual(present, total)
+        self.assertEqual(shared, total,
+                         f"{total - shared} of {total} sampled survivor "
+                         "pages were copied by gc.collect()")
+        self.assertLess(growth, 1024, "Private_Dirty grew by %d KiB" % growth)
+
+    def test_stock_mode_copies_pages(self):
+        # Control: the same check sees stock's writes.
+        shared, present, total, growth = self.check_pages("stock", False)
+        self.assertLess(shared, total // 10)
+        self.assertGreater(growth, 10_000)
+
+
+# -------------------------------------------------- upstream, in arena mode
+
+def _arena_variants(module, prefix):
+    """Subclass every TestCase of `module` so that each of its tests runs
+    with every collection routed through the side arena."""
+    made = {}
+    for name in dir(module):
+        cls = getattr(module, name)
+        if (isinstance(cls, type) and issubclass(cls, unittest.TestCase)
+                and cls.__module__ == module.__name__):
+
+            def setUp(self, _base=cls):
+                self.addCleanup(gc.set_cow_mode, gc.get_cow_mode())
+                gc.set_cow_mode("arena")
+                _base.setUp(self)
+
+            sub = type(prefix + name, (cls,), {"setUp": setUp,
+                                               "__module__": __name__})
+            made[sub.__name__] = sub
+    return made
+
+
+from test import test_gc as _upstream_gc  # noqa: E402
+from test import test_finalization as _upstream_fin  # noqa: E402
+
+globals().update(_arena_variants(_upstream_gc, "Arena_"))
+globals().update(_arena_variants(_upstream_fin, "Arena_"))
+
+
+def setUpModule():
+    # test_gc's own module setup (disables automatic collection noise).
+    if hasattr(_upstream_gc, "setUpModule"):
+        _upstream_gc.setUpModule()
+
+
+def tearDownModule():
+    if hasattr(_upstream_gc, "tearDownModule"):
+        _upstream_gc.tearDownModule()
+
+
+if __name__ == "__main__":
+    unittest.main()
