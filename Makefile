@@ -41,8 +41,8 @@ COWGIT := $(ROOT)/Tools/make/cowgit
 STOCK := $(B)/stock/bin/python3
 COWPY := $(B)/cowpy/bin/python3
 
-.PHONY: all stock cowpy fetch deps demo test test-ours test-upstream \
-        bench bench-probe install export-patches clean distclean
+.PHONY: all stock cowpy fetch deps demo test test-ours \
+        bench bench-probe bench-gc install export-patches clean distclean
 
 all: stock cowpy
 
@@ -205,10 +205,22 @@ test: all
 test-ours: all
 	@COWPY_SKIP_UPSTREAM=1 $(ROOT)/Tools/make/run_tests.sh
 
+RESULTS := $(ROOT)/bench/results
 bench-probe: all
-	@$(STOCK) bench/cow_probe.py --compare $(STOCK) $(COWPY)
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/cow_probe.py --compare $(STOCK) $(COWPY) \
+	    --json $(RESULTS)/cow_probe.json | tee $(RESULTS)/cow_probe.txt
 
-bench: bench-probe
+# GC speed, stock vs cowpy interleaved (ROUNDS, OBJECTS to override).
+ROUNDS ?= 5
+OBJECTS ?= 1000000
+bench-gc: all
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/gc_speed.py $(STOCK) $(COWPY) --rounds $(ROUNDS) \
+	    --objects $(OBJECTS) --csv $(RESULTS)/gc_speed.csv \
+	    | tee $(RESULTS)/gc_speed.txt
+
+bench: bench-probe bench-gc
 
 clean:
 	rm -rf $(B)/obj $(B)/stock $(B)/cowpy

@@ -10,21 +10,25 @@
  * Here the same computation keeps all per-object scratch in a *side
  * arena*: an open-addressing table, keyed by the address of the object's
  * PyGC_Head, mmap()ed for one collection and munmap()ed when it ends.
+ * Each 16-byte slot holds
  *
- *     keys[nslots]  uintptr_t  PyGC_Head address, 0 = empty slot
- *     vals[nslots]  uint32_t   bit 31 clear: gc_refs (saturating, below)
- *                              bit 31 set:   reachable; bits 0-30 link the
- *                                            slot into the mark stack
+ *     key  uintptr_t  PyGC_Head address, 0 = empty slot
+ *     val  uint32_t   bit 31 clear: gc_refs (saturating, below)
+ *                     bit 31 set:   reachable; bits 0-30 link the slot
+ *                                   into the mark stack
+ *     (4 bytes unused: key and val share a cache line, so a lookup costs
+ *     one miss, not two)
  *
- * 12 bytes a slot at a load factor of at most 3/4: at most 16 bytes per
- * examined object, nothing else allocated.  The mark stack is threaded
- * through vals[] (an object is pushed once, when it becomes reachable, and
+ * At a load factor of at most 3/4 that is at most 21.4 bytes per examined
+ * object, nothing else allocated.  The mark stack is threaded
+ * through the vals (an object is pushed once, when it becomes reachable, and
  * its gc_refs are dead from then on), so deep graphs need no recursion and
  * no extra memory.
  *
- * What a side-arena collection writes (see docs/design.md):
- *   - survivors: nothing (no header, refcount or body write; survivors are
- *     not relinked, tuples and dicts in the permanent generation are not
+ * What finding the garbage this way writes (see docs/design.md):
+ *   - survivors: nothing, except the one link word of each list neighbour
+ *     of a garbage object (no refcount, flag or body write; survivors are
+ *     not relinked; tuples and dicts in the permanent generation are not
  *     untracked);
  *   - each garbage object: unlinked from its list (writes its two
  *     neighbours' links) and appended to the unreachable list with the
@@ -61,14 +65,18 @@ typedef struct _gc_runtime_state GCState;
    move_legacy_finalizers().  It must stay equal to gc.c's value. */
 #define COW_NEXT_MASK_UNREACHABLE  ((uintptr_t)1)
 
-/* vals[] encoding. */
+/* Slot value encoding: two flag bits and a 30-bit field. */
+/* Found reachable (from then on the field links the mark stack). */
 #define VAL_REACHABLE   ((uint32_t)1 << 31)
-#define VAL_MASK        (VAL_REACHABLE - 1)
+/* The mark phase's list-order scan has passed the object (stock: the
+   object no longer has PREV_MASK_COLLECTING). */
+#define VAL_SCANNED     ((uint32_t)1 << 30)
+#define VAL_MASK        (VAL_SCANNED - 1)
 /* gc_refs at or above this are not counted exactly: such an object is
-   treated as referenced from outside (2**31 internal references would
-   take 16 GiB of pointers, so this never hides garbage in practice). */
+   treated as referenced from outside (2**30 internal references would
+   take 8 GiB of pointers, so this never hides garbage in practice). */
 #define REFS_SATURATED  VAL_MASK
-/* End of the mark stack; also bounds the table to 2**31 - 1 slots. */
+/* End of the mark stack; also bounds the table to 2**30 - 1 slots. */
 #define STACK_END       VAL_MASK
 
 /* Modes (PYTHONCOWGC / -X cowgc / gc.set_cow_mode()). */
@@ -87,7 +95,6 @@ static const char *const fork_names[] = {"off", "freeze", NULL};
 static struct {
     int mode;
     int freeze_at_fork;
-    int fork_set;                 /* freeze_at_fork set explicitly */
     Py_ssize_t shared_threshold;  /* 0: no automatic shared collections */
     /* Amortizes automatic shared collections like stock amortizes full
        ones: one runs when the objects promoted to the oldest generation
@@ -116,11 +123,37 @@ static struct {
 /* ------------------------------------------------------------ the arena */
 
 typedef struct {
-    uintptr_t *keys;
-    uint32_t *vals;
+    uintptr_t key;
+    uint32_t val;
+    uint32_t unused;
+} cow_slot;
+
+/* Table lookups are random accesses into a table larger than the caches,
+   and the collector makes two per reference.  Issued one at a time they
+   stall on every miss, so lookups go through a short ring instead: a
+   lookup prefetches its slot and is carried out RING_LEN lookups later,
+   by which time the slot is (usually) in cache.  The order in which
+   decrements and marks happen does not matter to the result. */
+#define RING_LEN 32
+#define RING_MASK (RING_LEN - 1)
+
+enum { ACT_INSERT, ACT_DECREF, ACT_SCAN, ACT_MARK };
+
+typedef struct {
+    cow_slot *slots;
     size_t nslots;
     size_t maplen;
-    uint32_t top;                 /* mark stack: slot index or STACK_END */
+    /* Mark stack of objects to traverse, threaded through the slot
+       values (an object is pushed once, when it becomes reachable and the
+       scan has reached it; its gc_refs are dead from then on), so it
+       needs no memory and no recursion. */
+    uint32_t top;
+    /* Pending lookups. */
+    unsigned rhead, rlen;
+    uintptr_t rkey[RING_LEN];
+    size_t rhome[RING_LEN];
+    uint32_t rval[RING_LEN];
+    uint8_t ract[RING_LEN];
 } cow_arena;
 
 static inline size_t
@@ -129,7 +162,7 @@ arena_home(const cow_arena *a, uintptr_t key)
     /* PyGC_Head addresses are 16-byte aligned: drop the zero bits, mix
        with a Fibonacci multiplier, then map onto [0, nslots) without a
        division (nslots need not be a power of two, which keeps the table
-       within 16 bytes per object). */
+       small). */
     uint64_t h = (uint64_t)(key >> 4) * UINT64_C(0x9E3779B97F4A7C15);
 #if defined(__SIZEOF_INT128__)
     return (size_t)(((unsigned __int128)h * a->nslots) >> 64);
@@ -138,36 +171,14 @@ arena_home(const cow_arena *a, uintptr_t key)
 #endif
 }
 
-static inline Py_ssize_t
-arena_find(const cow_arena *a, uintptr_t key)
-{
-    size_t i = arena_home(a, key);
-    for (;;) {
-        uintptr_t k = a->keys[i];
-        if (k == key) {
-            return (Py_ssize_t)i;
-        }
-        if (k == 0) {
-            return -1;
-        }
-        if (++i == a->nslots) {
-            i = 0;
-        }
-    }
-}
-
 static inline void
-arena_insert(cow_arena *a, uintptr_t key, uint32_t val)
+prefetch(const void *p)
 {
-    size_t i = arena_home(a, key);
-    while (a->keys[i] != 0) {
-        assert(a->keys[i] != key);
-        if (++i == a->nslots) {
-            i = 0;
-        }
-    }
-    a->keys[i] = key;
-    a->vals[i] = val;
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p);
+#else
+    (void)p;
+#endif
 }
 
 static int
@@ -181,7 +192,7 @@ arena_alloc(cow_arena *a, Py_ssize_t nobjects)
     if (nslots >= STACK_END) {
         return -1;
     }
-    size_t len = nslots * (sizeof(uintptr_t) + sizeof(uint32_t));
+    size_t len = nslots * sizeof(cow_slot);
 #if defined(HAVE_MMAP) && defined(MAP_ANONYMOUS)
     /* Fresh zero pages straight from the kernel, returned by munmap():
        never a reused heap page that a forked child shares. */
@@ -190,17 +201,23 @@ arena_alloc(cow_arena *a, Py_ssize_t nobjects)
     if (p == MAP_FAILED) {
         return -1;
     }
+#  ifdef MADV_HUGEPAGE
+    /* Lookups are random: huge pages spare a TLB miss on most of them. */
+    if (len >= 4 * 1024 * 1024) {
+        (void)madvise(p, len, MADV_HUGEPAGE);
+    }
+#  endif
 #else
     void *p = calloc(1, len);
     if (p == NULL) {
         return -1;
     }
 #endif
-    a->keys = (uintptr_t *)p;
-    a->vals = (uint32_t *)(a->keys + nslots);
+    a->slots = (cow_slot *)p;
     a->nslots = nslots;
     a->maplen = len;
     a->top = STACK_END;
+    a->rhead = a->rlen = 0;
     return 0;
 }
 
@@ -208,11 +225,125 @@ static void
 arena_free(cow_arena *a)
 {
 #if defined(HAVE_MMAP) && defined(MAP_ANONYMOUS)
-    munmap(a->keys, a->maplen);
+    munmap(a->slots, a->maplen);
 #else
-    free(a->keys);
+    free(a->slots);
 #endif
-    a->keys = NULL;
+    a->slots = NULL;
+}
+
+/* Push slot i (reachable and scanned) for traversal. */
+static inline void
+arena_push(cow_arena *a, size_t i)
+{
+    a->slots[i].val = VAL_REACHABLE | VAL_SCANNED | a->top;
+    a->top = (uint32_t)i;
+    prefetch((const void *)a->slots[i].key);
+}
+
+static inline size_t
+arena_pop(cow_arena *a)
+{
+    size_t i = a->top;
+    a->top = a->slots[i].val & VAL_MASK;
+    return i;
+}
+
+/* Carry out one lookup of `key` (whose home slot is `home`). */
+static inline void
+arena_lookup(cow_arena *a, uintptr_t key, size_t home, uint32_t val,
+             int act)
+{
+    size_t i = home;
+    for (;;) {
+        uintptr_t k = a->slots[i].key;
+        if (k == key) {
+            break;
+        }
+        if (k == 0) {
+            if (act == ACT_INSERT) {
+                a->slots[i].key = key;
+                a->slots[i].val = val;
+            }
+            /* Otherwise: not in the collection set (another generation,
+               or immortal); ignored, as gc.c ignores objects without
+               PREV_MASK_COLLECTING. */
+            return;
+        }
+        if (++i == a->nslots) {
+            i = 0;
+        }
+    }
+    assert(act != ACT_INSERT);
+    uint32_t v = a->slots[i].val;
+    switch (act) {
+    case ACT_DECREF:
+        /* v == 0 would mean more references traversed than counted (a
+           broken tp_traverse); stock asserts, we clamp. */
+        assert(v > 0);
+        if (v != REFS_SATURATED && v != 0) {
+            a->slots[i].val = v - 1;
+        }
+        break;
+    case ACT_SCAN:
+        /* The scan reaches the object: traverse it if something reached
+           it already or gc_refs > 0 (referenced from outside the set);
+           otherwise it is tentatively unreachable. */
+        assert(!(v & VAL_SCANNED));
+        if ((v & VAL_REACHABLE) || v != 0) {
+            arena_push(a, i);
+        }
+        else {
+            a->slots[i].val = VAL_SCANNED;
+        }
+        break;
+    case ACT_MARK:
+        if (v & VAL_REACHABLE) {
+            break;
+        }
+        if (v & VAL_SCANNED) {
+            /* Passed over as unreachable: traverse it now (stock moves
+               it back to the young list to be scanned again). */
+            arena_push(a, i);
+        }
+        else {
+            /* Ahead of the scan, which will traverse it. */
+            a->slots[i].val = VAL_REACHABLE;
+        }
+        break;
+    }
+}
+
+static inline void
+arena_ring_push(cow_arena *a, uintptr_t key, uint32_t val, int act)
+{
+    size_t home = arena_home(a, key);
+    prefetch(&a->slots[home]);
+    if (a->rlen == RING_LEN) {
+        unsigned o = a->rhead;
+        a->rhead = (o + 1) & RING_MASK;
+        a->rlen--;
+        arena_lookup(a, a->rkey[o], a->rhome[o], a->rval[o], a->ract[o]);
+    }
+    unsigned t = (a->rhead + a->rlen) & RING_MASK;
+    a->rkey[t] = key;
+    a->rhome[t] = home;
+    a->rval[t] = val;
+    a->ract[t] = (uint8_t)act;
+    a->rlen++;
+}
+
+/* Carry out every pending lookup (each with the action it was queued
+   with; marks may queue objects, never lookups). */
+static void
+arena_ring_drain(cow_arena *a)
+{
+    while (a->rlen > 0) {
+        unsigned o = a->rhead;
+        a->rhead = (o + 1) & RING_MASK;
+        a->rlen--;
+        arena_lookup(a, a->rkey[o], a->rhome[o], a->rval[o], a->ract[o]);
+    }
 }
 
 
@@ -224,36 +355,26 @@ arena_free(cow_arena *a)
         for (PyGC_Head *gc = _PyGCHead_NEXT((lists)[_l]);                  \
              gc != (lists)[_l]; gc = _PyGCHead_NEXT(gc))
 
-/* Look up a referent; -1 when it is not in the collection set (not a GC
-   object, untracked, or tracked in a generation not being collected). */
-static inline Py_ssize_t
-arena_find_referent(const cow_arena *a, PyObject *op)
+/* Queue a lookup of a referent, unless it cannot be in the collection set
+   (not a GC object, or untracked): those need no table access. */
+static inline void
+arena_visit(cow_arena *a, PyObject *op, int act)
 {
     if (!_PyObject_IS_GC(op)) {
-        return -1;
+        return;
     }
     PyGC_Head *gc = AS_GC(op);
     if (gc->_gc_next == 0) {
-        return -1;
+        return;
     }
-    return arena_find(a, (uintptr_t)gc);
+    arena_ring_push(a, (uintptr_t)gc, 0, act);
 }
 
 /* subtract_refs() without writing the referent. */
 static int
 visit_decref_arena(PyObject *op, void *arg)
 {
-    cow_arena *a = (cow_arena *)arg;
-    Py_ssize_t i = arena_find_referent(a, op);
-    if (i >= 0) {
-        uint32_t v = a->vals[i];
-        /* v == 0 would mean more references traversed than counted (a
-           broken tp_traverse); stock asserts, we clamp. */
-        assert(v > 0);
-        if (v != REFS_SATURATED && v != 0) {
-            a->vals[i] = v - 1;
-        }
-    }
+    arena_visit((cow_arena *)arg, op, ACT_DECREF);
     return 0;
 }
 
@@ -261,33 +382,84 @@ visit_decref_arena(PyObject *op, void *arg)
 static int
 visit_mark_arena(PyObject *op, void *arg)
 {
-    cow_arena *a = (cow_arena *)arg;
-    Py_ssize_t i = arena_find_referent(a, op);
-    if (i >= 0 && !(a->vals[i] & VAL_REACHABLE)) {
-        a->vals[i] = VAL_REACHABLE | a->top;
-        a->top = (uint32_t)i;
-    }
+    arena_visit((cow_arena *)arg, op, ACT_MARK);
     return 0;
 }
 
-static void
-arena_mark(cow_arena *a)
+static inline void
+traverse_slot(cow_arena *a, size_t i, visitproc visit)
 {
-    /* Every object with gc_refs > 0 is referenced from outside the set;
-       everything reachable from one of them survives. */
-    for (size_t s = 0; s < a->nslots; s++) {
-        uint32_t v = a->vals[s];
-        if (a->keys[s] == 0 || v == 0 || (v & VAL_REACHABLE)) {
+    PyObject *op = FROM_GC((PyGC_Head *)a->slots[i].key);
+    (void)Py_TYPE(op)->tp_traverse(op, visit, a);
+}
+
+/* update_refs(): gc_refs = refcount for every object in the set.
+   Immortal objects stay out (stock moves them to the permanent
+   generation; either way their references are never subtracted, so what
+   they refer to survives).  -1 if the set outgrew the table. */
+static int
+arena_insert_all(cow_arena *a, PyGC_Head **lists, int nlists)
+{
+    size_t capacity = a->nslots - a->nslots / 4;
+    size_t n = 0;
+    FOR_EACH_IN_SET(lists, nlists, gc) {
+        PyObject *op = FROM_GC(gc);
+        if (_Py_IsImmortal(op)) {
             continue;
         }
-        a->vals[s] = VAL_REACHABLE | STACK_END;
-        a->top = (uint32_t)s;
-        while (a->top != STACK_END) {
-            size_t j = a->top;
-            a->top = a->vals[j] & VAL_MASK;
-            PyObject *op = FROM_GC((PyGC_Head *)a->keys[j]);
-            (void)Py_TYPE(op)->tp_traverse(op, visit_mark_arena, a);
+        if (++n > capacity) {
+            return -1;
         }
+        Py_ssize_t refs = Py_REFCNT(op);
+        /* As in gc.c: a tracked object with refcount 0 means a tp_dealloc
+           let a dying object stay tracked and called back into Python. */
+        _PyObject_ASSERT(op, refs != 0);
+        uint32_t v = refs >= (Py_ssize_t)REFS_SATURATED
+                     ? REFS_SATURATED : (uint32_t)refs;
+        arena_ring_push(a, (uintptr_t)gc, v, ACT_INSERT);
+    }
+    arena_ring_drain(a);
+    return 0;
+}
+
+/* subtract_refs().  Objects are traversed in list order, as stock does:
+   it is roughly allocation order, so an object's referents tend to sit
+   on the lines just touched; only the table lookups are random. */
+static void
+arena_subtract(cow_arena *a, PyGC_Head **lists, int nlists)
+{
+    FOR_EACH_IN_SET(lists, nlists, gc) {
+        PyObject *op = FROM_GC(gc);
+        if (!_Py_IsImmortal(op)) {
+            (void)Py_TYPE(op)->tp_traverse(op, visit_decref_arena, a);
+        }
+    }
+    arena_ring_drain(a);
+}
+
+/* move_unreachable(): everything reachable from an object with
+   gc_refs > 0 (referenced from outside the set) survives.  As in stock,
+   objects are scanned in list order and traversed when the scan reaches
+   them, so traversals mostly walk memory in allocation order; only
+   objects found reachable after the scan passed them go through the
+   stack. */
+static void
+arena_mark(cow_arena *a, PyGC_Head **lists, int nlists)
+{
+    FOR_EACH_IN_SET(lists, nlists, gc) {
+        arena_ring_push(a, (uintptr_t)gc, 0, ACT_SCAN);
+        while (a->top != STACK_END) {
+            traverse_slot(a, arena_pop(a), visit_mark_arena);
+        }
+    }
+    for (;;) {
+        while (a->top != STACK_END) {
+            traverse_slot(a, arena_pop(a), visit_mark_arena);
+        }
+        if (a->rlen == 0) {
+            break;
+        }
+        arena_ring_drain(a);
     }
 }
 
@@ -302,10 +474,10 @@ arena_move_unreachable(cow_arena *a, PyGC_Head *unreachable)
     unreachable->_gc_next = (uintptr_t)unreachable;
     unreachable->_gc_prev = (uintptr_t)unreachable;
     for (size_t s = 0; s < a->nslots; s++) {
-        if (a->keys[s] == 0 || (a->vals[s] & VAL_REACHABLE)) {
+        if (a->slots[s].key == 0 || (a->slots[s].val & VAL_REACHABLE)) {
             continue;
         }
-        PyGC_Head *gc = (PyGC_Head *)a->keys[s];
+        PyGC_Head *gc = (PyGC_Head *)a->slots[s].key;
         PyGC_Head *prev = _PyGCHead_PREV(gc);
         PyGC_Head *next = _PyGCHead_NEXT(gc);
         _PyGCHead_SET_NEXT(prev, next);
@@ -339,33 +511,11 @@ arena_deduce_unreachable(PyGC_Head **lists, int nlists,
     if (arena_alloc(&a, n) < 0) {
         return -1;
     }
-
-    /* update_refs(): immortal objects stay out of the set (stock moves
-       them to the permanent generation; their references are never
-       subtracted either way, so what they refer to survives). */
-    FOR_EACH_IN_SET(lists, nlists, gc) {
-        PyObject *op = FROM_GC(gc);
-        if (_Py_IsImmortal(op)) {
-            continue;
-        }
-        Py_ssize_t refs = Py_REFCNT(op);
-        /* As in gc.c: a tracked object with refcount 0 means a tp_dealloc
-           let a dying object stay tracked and called back into Python. */
-        _PyObject_ASSERT(op, refs != 0);
-        uint32_t v = refs >= (Py_ssize_t)REFS_SATURATED
-                     ? REFS_SATURATED : (uint32_t)refs;
-        arena_insert(&a, (uintptr_t)gc, v);
+    if (arena_insert_all(&a, lists, nlists) < 0) {
+        Py_UNREACHABLE();       /* sized from an exact count */
     }
-
-    FOR_EACH_IN_SET(lists, nlists, gc) {
-        PyObject *op = FROM_GC(gc);
-        if (_Py_IsImmortal(op)) {
-            continue;
-        }
-        (void)Py_TYPE(op)->tp_traverse(op, visit_decref_arena, &a);
-    }
-
-    arena_mark(&a);
+    arena_subtract(&a, lists, nlists);
+    arena_mark(&a, lists, nlists);
     (void)arena_move_unreachable(&a, unreachable);
 
     cow.arena_collections++;
@@ -377,7 +527,6 @@ arena_deduce_unreachable(PyGC_Head **lists, int nlists,
     arena_free(&a);
     return 0;
 }
-
 
 /* ------------------------------------------------------ gc.c's hooks */
 
@@ -420,9 +569,10 @@ _PyGC_CowDeduceUnreachable(PyInterpreterState *interp, int generation,
     PyGC_Head *lists[2] = {young, &gcstate->permanent_generation.head};
     int nlists = path == _PyGC_COW_SHARED ? 2 : 1;
     if (arena_deduce_unreachable(lists, nlists, unreachable) < 0) {
-        /* No memory for the arena: collect what the in-header algorithm
-           may touch without copying shared pages (never the permanent
-           generation), and try the shared collection again next time. */
+        /* No memory for the arena: fall back to the in-header algorithm
+           over the collected generations only (never the permanent one,
+           which holds the inherited heap after freeze-at-fork) and try
+           the shared collection again next time. */
         cow.arena_fallbacks++;
         return _PyGC_COW_STOCK;
     }
@@ -457,9 +607,14 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
         return;
     }
     GCState *gcstate = &interp->gc;
-    /* What moves is at least the oldest generation as last counted. */
-    cow.shared_estimate += gcstate->long_lived_total
-                           + gcstate->long_lived_pending;
+    /* What moves is at least the oldest generation as last counted (not
+       reset by a freeze: take the larger, so that forking many workers
+       does not count the same heap many times). */
+    Py_ssize_t moved = gcstate->long_lived_total
+                       + gcstate->long_lived_pending;
+    if (moved > cow.shared_estimate) {
+        cow.shared_estimate = moved;
+    }
     _PyGC_Freeze(interp);
 }
 
@@ -589,7 +744,9 @@ gc_get_cow_mode(PyObject *module, PyObject *Py_UNUSED(ignored))
 PyDoc_STRVAR(set_cow_mode__doc__,
 "set_cow_mode($module, mode, /)\n--\n\n"
 "Set the collector mode: 'default', 'arena' or 'stock'.\n"
-"See get_cow_mode().  Start-up default: PYTHONCOWGC or -X cowgc.");
+"See get_cow_mode().  Start-up default: PYTHONCOWGC or -X cowgc.\n"
+"Freeze-at-fork is a separate switch (set_freeze_at_fork()); only at\n"
+"start-up does the stock mode also turn it off by default.");
 
 static PyObject *
 gc_set_cow_mode(PyObject *module, PyObject *arg)

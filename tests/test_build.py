@@ -190,6 +190,11 @@ class TwinTests(unittest.TestCase):
             import cowabi
             gc.collect()
             res = {"layout": cowabi.layout()}
+            # The GC pre-header (sizeof(PyGC_Head)) an extension's objects
+            # carry, as the interpreter accounts it.
+            box = cowabi.Box()
+            res["gc_head"] = sys.getsizeof(box) - box.__sizeof__()
+            res["list_head"] = sys.getsizeof([]) - [].__sizeof__()
             a, b = cowabi.Box(), cowabi.Box()
             a.item, b.item = b, a
             res["tracked"] = cowabi.is_tracked(a) and gc.is_tracked(b)
@@ -220,7 +225,8 @@ class TwinTests(unittest.TestCase):
                                      check=True, capture_output=True,
                                      text=True).stdout
                 res = json.loads(out)
-                self.assertEqual(res["layout"]["PyGC_Head"], 16)
+                self.assertEqual(res["gc_head"], 16)
+                self.assertEqual(res["list_head"], 16)
                 self.assertEqual(res["layout"]["PyObject"], 16)
                 self.assertTrue(res["tracked"])
                 self.assertEqual(res["collected"], 2)

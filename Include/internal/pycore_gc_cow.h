@@ -36,8 +36,9 @@ extern PyStatus _PyGC_CowInit(PyInterpreterState *interp);
 /* Called by gc_collect_main() in place of deduce_unreachable(young, ...).
    Chooses the path for this collection; for the arena paths it leaves
    `unreachable` exactly as deduce_unreachable() would (every member has
-   PREV_MASK_COLLECTING and NEXT_MASK_UNREACHABLE set) and writes nothing
-   into any object that stays reachable.  Returns the path taken; on
+   PREV_MASK_COLLECTING and NEXT_MASK_UNREACHABLE set); of the objects
+   that stay reachable it writes only the link word of each list
+   neighbour of a garbage object.  Returns the path taken; on
    _PyGC_COW_STOCK the caller runs deduce_unreachable() itself (also the
    fallback when the arena cannot be allocated). */
 extern _PyGC_CowPath _PyGC_CowDeduceUnreachable(

@@ -381,7 +381,7 @@ class SharedCollectionTests(CowTestCase):
         self.assertLessEqual(stats["last_arena_bytes"],
                              24 * stats["last_examined"])
         self.assertLessEqual(stats["last_arena_bytes"],
-                             16 * stats["last_examined"] + 16)
+                             (64 * stats["last_examined"]) // 3 + 32)
 
     def test_arena_failure_falls_back_safely(self):
         holder = [make_cycle("f")]

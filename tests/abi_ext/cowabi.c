@@ -100,8 +100,7 @@ get_freed(PyObject *mod, PyObject *unused)
 static PyObject *
 layout(PyObject *mod, PyObject *unused)
 {
-    return Py_BuildValue("{snsnsnsn}",
-                         "PyGC_Head", (Py_ssize_t)sizeof(PyGC_Head),
+    return Py_BuildValue("{snsnsn}",
                          "PyObject", (Py_ssize_t)sizeof(PyObject),
                          "PyVarObject", (Py_ssize_t)sizeof(PyVarObject),
                          "api", (Py_ssize_t)PYTHON_API_VERSION);
