@@ -155,9 +155,16 @@ define build
 	fi
 endef
 
-$(B)/obj/stock/Makefile: $(B)/src/stock/.unpacked upstream/pin
+# The configure flags are recorded in a file that changes only when they
+# do (OPTIMIZE=1, EXTRA_CONFIGURE_FLAGS=...), so that a change reconfigures.
+FLAGS_STAMP := $(B)/obj/configure-flags
+$(shell mkdir -p $(B)/obj && \
+    (echo '$(CONFIGURE_FLAGS)' | cmp -s - $(FLAGS_STAMP) || \
+     echo '$(CONFIGURE_FLAGS)' > $(FLAGS_STAMP)))
+
+$(B)/obj/stock/Makefile: $(B)/src/stock/.unpacked upstream/pin $(FLAGS_STAMP)
 	$(call configure,stock)
-$(B)/obj/cowpy/Makefile: $(B)/src/cowpy/.unpacked upstream/pin
+$(B)/obj/cowpy/Makefile: $(B)/src/cowpy/.unpacked upstream/pin $(FLAGS_STAMP)
 	$(call configure,cowpy)
 
 stock: $(B)/obj/stock/Makefile

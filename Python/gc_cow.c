@@ -13,9 +13,9 @@
  * Each 16-byte slot holds
  *
  *     key  uintptr_t  PyGC_Head address, 0 = empty slot
- *     val  uint32_t   bit 31 clear: gc_refs (saturating, below)
- *                     bit 31 set:   reachable; bits 0-30 link the slot
- *                                   into the mark stack
+ *     val  uint32_t   bit 31: reachable; bit 30: passed by the mark scan;
+ *                     bits 0-29: gc_refs (saturating, below) until the
+ *                     object is found reachable, then the mark-stack link
  *     (4 bytes unused: key and val share a cache line, so a lookup costs
  *     one miss, not two)
  *
@@ -109,6 +109,9 @@ static struct {
     Py_ssize_t arena_collections;
     Py_ssize_t arena_fallbacks;
     Py_ssize_t last_examined;
+    /* Table sizing hints: objects examined by the last side-arena
+       collection of each generation, and of the last shared one. */
+    Py_ssize_t size_hint[NUM_GENERATIONS + 1];
     size_t last_arena_bytes;
     size_t max_arena_bytes;
     /* gc._cow_fail_arena(n): the next n arena allocations fail (tests). */
@@ -122,11 +125,21 @@ static struct {
 
 /* ------------------------------------------------------------ the arena */
 
+#if defined(__GNUC__) || defined(__clang__)
+/* 12 bytes a slot: keys are then only 4-byte aligned, which x86-64 and
+   AArch64 load at full speed, and the table costs 16 bytes per object at
+   the maximum load, leaving room in the 24-byte budget for sizing it from
+   an estimate (see arena_deduce_unreachable()). */
+typedef struct __attribute__((packed, aligned(4))) {
+    uintptr_t key;
+    uint32_t val;
+} cow_slot;
+#else
 typedef struct {
     uintptr_t key;
     uint32_t val;
-    uint32_t unused;
 } cow_slot;
+#endif
 
 /* Table lookups are random accesses into a table larger than the caches,
    and the collector makes two per reference.  Issued one at a time they
@@ -318,7 +331,9 @@ static inline void
 arena_ring_push(cow_arena *a, uintptr_t key, uint32_t val, int act)
 {
     size_t home = arena_home(a, key);
+    /* Both ends: a 12-byte slot may straddle two cache lines. */
     prefetch(&a->slots[home]);
+    prefetch((const char *)&a->slots[home] + sizeof(cow_slot) - 1);
     if (a->rlen == RING_LEN) {
         unsigned o = a->rhead;
         a->rhead = (o + 1) & RING_MASK;
@@ -396,8 +411,9 @@ traverse_slot(cow_arena *a, size_t i, visitproc visit)
 /* update_refs(): gc_refs = refcount for every object in the set.
    Immortal objects stay out (stock moves them to the permanent
    generation; either way their references are never subtracted, so what
-   they refer to survives).  -1 if the set outgrew the table. */
-static int
+   they refer to survives).  Returns the number inserted, or -1 if the set
+   outgrew the table. */
+static Py_ssize_t
 arena_insert_all(cow_arena *a, PyGC_Head **lists, int nlists)
 {
     size_t capacity = a->nslots - a->nslots / 4;
@@ -419,7 +435,7 @@ arena_insert_all(cow_arena *a, PyGC_Head **lists, int nlists)
         arena_ring_push(a, (uintptr_t)gc, v, ACT_INSERT);
     }
     arena_ring_drain(a);
-    return 0;
+    return (Py_ssize_t)n;
 }
 
 /* subtract_refs().  Objects are traversed in list order, as stock does:
@@ -440,9 +456,9 @@ arena_subtract(cow_arena *a, PyGC_Head **lists, int nlists)
 /* move_unreachable(): everything reachable from an object with
    gc_refs > 0 (referenced from outside the set) survives.  As in stock,
    objects are scanned in list order and traversed when the scan reaches
-   them, so traversals mostly walk memory in allocation order; only
-   objects found reachable after the scan passed them go through the
-   stack. */
+   them (pushed, and popped right after that list step), so traversals
+   mostly walk memory in allocation order; objects found reachable after
+   the scan passed them are pushed when found. */
 static void
 arena_mark(cow_arena *a, PyGC_Head **lists, int nlists)
 {
@@ -497,23 +513,48 @@ arena_move_unreachable(cow_arena *a, PyGC_Head *unreachable)
     return n;
 }
 
-/* Find the unreachable objects among `lists` with the side arena.
-   -1: the arena could not be allocated; nothing was written. */
-static int
-arena_deduce_unreachable(PyGC_Head **lists, int nlists,
-                         PyGC_Head *unreachable)
+static Py_ssize_t
+count_set(PyGC_Head **lists, int nlists)
 {
     Py_ssize_t n = 0;
     FOR_EACH_IN_SET(lists, nlists, gc) {
         n++;
     }
+    return n;
+}
+
+/* Find the unreachable objects among `lists` with the side arena.
+   -1: the arena could not be allocated; nothing was written.
+
+   Sizing: counting the set is a full walk of its lists (a pointer chase,
+   about a tenth of a shared collection), so the table is sized from
+   *hint, what the previous collection of the same kind examined, plus a
+   quarter: 20 bytes per hinted object, within 24 per examined object as
+   long as the set did not shrink by more than a sixth.  Only when there is
+   no hint, or the set outgrew the table (the insert pass stops early),
+   is it counted exactly. */
+static int
+arena_deduce_unreachable(PyGC_Head **lists, int nlists,
+                         PyGC_Head *unreachable, Py_ssize_t *hint)
+{
     cow_arena a;
-    if (arena_alloc(&a, n) < 0) {
-        return -1;
+    Py_ssize_t n;
+    Py_ssize_t size = *hint > 0 ? *hint + *hint / 4 + 64 : -1;
+    for (;;) {
+        if (size < 0) {
+            size = count_set(lists, nlists);
+        }
+        if (arena_alloc(&a, size) < 0) {
+            return -1;
+        }
+        n = arena_insert_all(&a, lists, nlists);
+        if (n >= 0) {
+            break;
+        }
+        arena_free(&a);
+        size = -1;
     }
-    if (arena_insert_all(&a, lists, nlists) < 0) {
-        Py_UNREACHABLE();       /* sized from an exact count */
-    }
+    *hint = n;
     arena_subtract(&a, lists, nlists);
     arena_mark(&a, lists, nlists);
     (void)arena_move_unreachable(&a, unreachable);
@@ -568,7 +609,9 @@ _PyGC_CowDeduceUnreachable(PyInterpreterState *interp, int generation,
     }
     PyGC_Head *lists[2] = {young, &gcstate->permanent_generation.head};
     int nlists = path == _PyGC_COW_SHARED ? 2 : 1;
-    if (arena_deduce_unreachable(lists, nlists, unreachable) < 0) {
+    Py_ssize_t *hint = &cow.size_hint[path == _PyGC_COW_SHARED
+                                      ? NUM_GENERATIONS : generation];
+    if (arena_deduce_unreachable(lists, nlists, unreachable, hint) < 0) {
         /* No memory for the arena: fall back to the in-header algorithm
            over the collected generations only (never the permanent one,
            which holds the inherited heap after freeze-at-fork) and try

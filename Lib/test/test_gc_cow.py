@@ -375,13 +375,16 @@ class SharedCollectionTests(CowTestCase):
 
     def test_arena_size_per_object(self):
         gc.freeze()
+        # The first shared collection may size its table from what an
+        # earlier, larger one examined; the second is sized from the first.
+        gc.collect()
         gc.collect()
         stats = gc.get_shared_stats()
         self.assertGreater(stats["last_examined"], 1000)
         self.assertLessEqual(stats["last_arena_bytes"],
                              24 * stats["last_examined"])
         self.assertLessEqual(stats["last_arena_bytes"],
-                             (64 * stats["last_examined"]) // 3 + 32)
+                             20 * stats["last_examined"] + 4096)
 
     def test_arena_failure_falls_back_safely(self):
         holder = [make_cycle("f")]
