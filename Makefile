@@ -42,7 +42,7 @@ STOCK := $(B)/stock/bin/python3
 COWPY := $(B)/cowpy/bin/python3
 
 .PHONY: all stock cowpy fetch deps demo test test-ours \
-        bench bench-probe bench-gc install export-patches clean distclean
+        bench bench-probe bench-gc bench-instructions install export-patches clean distclean
 
 all: stock cowpy
 
@@ -53,7 +53,7 @@ DEB_BUILD := build-essential pkg-config ccache curl xz-utils git \
     libffi-dev libssl-dev zlib1g-dev libexpat1-dev libbz2-dev liblzma-dev \
     libsqlite3-dev libreadline-dev libncurses-dev libgdbm-dev \
     libgdbm-compat-dev uuid-dev
-DEB_BENCH := gunicorn python3-flask wrk
+DEB_BENCH := gunicorn python3-flask wrk valgrind
 deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive \
@@ -227,7 +227,13 @@ bench-gc: all
 	    --objects $(OBJECTS) --csv $(RESULTS)/gc_speed.csv \
 	    | tee $(RESULTS)/gc_speed.txt
 
-bench: bench-probe bench-gc
+# Instructions inside the collector (callgrind): noise-free, see the script.
+bench-instructions: all
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/gc_instructions.py $(STOCK) $(COWPY) \
+	    | tee $(RESULTS)/gc_instructions.txt
+
+bench: bench-probe bench-gc bench-instructions
 
 clean:
 	rm -rf $(B)/obj $(B)/stock $(B)/cowpy
