@@ -29,7 +29,11 @@ CONFIGURE_FLAGS += --enable-optimizations --with-lto
 endif
 CONFIGURE_FLAGS += $(EXTRA_CONFIGURE_FLAGS)
 # ccache through PATH keeps CC="gcc" in sysconfig (what extensions see).
+# Paths below the checkout are hashed relative to it, so a fresh clone
+# (CI) reuses what an earlier build on the same machine compiled.
 CCPATH := $(if $(wildcard /usr/lib/ccache/gcc),/usr/lib/ccache:)$(PATH)
+export CCACHE_BASEDIR := $(ROOT)
+export CCACHE_NOHASHDIR := 1
 
 # Our files at CPython-layout paths, copied into build/src/cowpy.
 OVERLAY_DIRS := Include Lib Modules Objects Python Doc
