@@ -10,20 +10,19 @@
  * Here the same computation keeps all per-object scratch in a *side
  * arena*: an open-addressing table, keyed by the address of the object's
  * PyGC_Head, mmap()ed for one collection and munmap()ed when it ends.
- * Each 16-byte slot holds
+ * Each 12-byte slot (16 with compilers that cannot pack it) holds
  *
  *     key  uintptr_t  PyGC_Head address, 0 = empty slot
  *     val  uint32_t   bit 31: reachable; bit 30: passed by the mark scan;
  *                     bits 0-29: gc_refs (saturating, below) until the
  *                     object is found reachable, then the mark-stack link
- *     (4 bytes unused: key and val share a cache line, so a lookup costs
- *     one miss, not two)
  *
- * At a load factor of at most 3/4 that is at most 21.4 bytes per examined
- * object, nothing else allocated.  The mark stack is threaded
- * through the vals (an object is pushed once, when it becomes reachable, and
- * its gc_refs are dead from then on), so deep graphs need no recursion and
- * no extra memory.
+ * At a load factor of at most 3/4 that is 16 bytes per examined object
+ * when the set was counted, at most 24 when the table was sized from the
+ * previous collection (see arena_deduce_unreachable()); nothing else is
+ * allocated.  The mark stack is threaded through the values (an object is
+ * pushed once, when it becomes reachable, and its gc_refs are dead from
+ * then on), so deep graphs need no recursion and no extra memory.
  *
  * What finding the garbage this way writes (see docs/design.md):
  *   - survivors: nothing, except the one link word of each list neighbour
@@ -194,6 +193,7 @@ prefetch(const void *p)
 #endif
 }
 
+/* 0 on success; -1 no memory; -2 more objects than 30-bit indices. */
 static int
 arena_alloc(cow_arena *a, Py_ssize_t nobjects)
 {
@@ -203,7 +203,7 @@ arena_alloc(cow_arena *a, Py_ssize_t nobjects)
     }
     size_t nslots = (size_t)nobjects + (size_t)nobjects / 3 + 1;
     if (nslots >= STACK_END) {
-        return -1;
+        return -2;
     }
     size_t len = nslots * sizeof(cow_slot);
 #if defined(HAVE_MMAP) && defined(MAP_ANONYMOUS)
@@ -513,6 +513,10 @@ arena_move_unreachable(cow_arena *a, PyGC_Head *unreachable)
     return n;
 }
 
+/* Slack over the hint: a quarter with 12-byte slots, a sixteenth with
+   16-byte ones, so that 24 bytes per object hold at the hinted size. */
+#define HINT_SLACK(n) ((n) / (sizeof(cow_slot) <= 12 ? 4 : 16))
+
 static Py_ssize_t
 count_set(PyGC_Head **lists, int nlists)
 {
@@ -526,25 +530,32 @@ count_set(PyGC_Head **lists, int nlists)
 /* Find the unreachable objects among `lists` with the side arena.
    -1: the arena could not be allocated; nothing was written.
 
-   Sizing: counting the set is a full walk of its lists (a pointer chase,
-   about a tenth of a shared collection), so the table is sized from
-   *hint, what the previous collection of the same kind examined, plus a
-   quarter: 20 bytes per hinted object, within 24 per examined object as
-   long as the set did not shrink by more than a sixth.  Only when there is
-   no hint, or the set outgrew the table (the insert pass stops early),
-   is it counted exactly. */
+   Sizing: counting the set is a full walk of its lists (a pointer chase;
+   perf put it at a fifth of the arena code), so the table is sized from
+   *hint, what the previous collection of the same kind examined, plus
+   HINT_SLACK: with 12-byte slots 20 bytes per hinted object, within 24
+   per examined object as long as the set did not shrink by more than a
+   sixth.  Only when there is no hint, or the set outgrew the table (the
+   insert pass stops early), or a hinted table would be too large, is it
+   counted exactly. */
 static int
 arena_deduce_unreachable(PyGC_Head **lists, int nlists,
                          PyGC_Head *unreachable, Py_ssize_t *hint)
 {
     cow_arena a;
     Py_ssize_t n;
-    Py_ssize_t size = *hint > 0 ? *hint + *hint / 4 + 64 : -1;
+    Py_ssize_t size = *hint > 0 ? *hint + HINT_SLACK(*hint) + 64 : -1;
     for (;;) {
-        if (size < 0) {
+        int counted = size < 0;
+        if (counted) {
             size = count_set(lists, nlists);
         }
-        if (arena_alloc(&a, size) < 0) {
+        int err = arena_alloc(&a, size);
+        if (err == -2 && !counted) {
+            size = -1;
+            continue;
+        }
+        if (err < 0) {
             return -1;
         }
         n = arena_insert_all(&a, lists, nlists);
