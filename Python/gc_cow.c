@@ -44,6 +44,7 @@
 #include "pycore_interp.h"        // PyInterpreterState.gc
 #include "pycore_object.h"        // _PyObject_IS_GC()
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
+#include "pycore_unicodeobject.h" // _PyUnicode_InternImmortal()
 
 #include <stdint.h>
 #include <string.h>
@@ -87,13 +88,15 @@ enum {
                                objects never examined nor listed */
 };
 static const char *const mode_names[] = {"default", "arena", "stock", NULL};
-static const char *const fork_names[] = {"off", "freeze", NULL};
+/* Freeze-at-fork modes (PYTHONCOWFORK / -X cowfork / gc.set_fork_mode()). */
+enum { COW_FORK_OFF = 0, COW_FORK_FREEZE = 1, COW_FORK_IMMORTAL = 2 };
+static const char *const fork_names[] = {"off", "freeze", "immortal", NULL};
 
 /* Process-wide: settings come from the main interpreter's configuration
    and every GIL-holding collection updates the counters. */
 static struct {
     int mode;
-    int freeze_at_fork;
+    int fork_mode;                /* COW_FORK_* */
     Py_ssize_t shared_threshold;  /* 0: no automatic shared collections */
     /* Amortizes automatic shared collections like stock amortizes full
        ones: one runs when the objects promoted to the oldest generation
@@ -113,11 +116,14 @@ static struct {
     Py_ssize_t size_hint[NUM_GENERATIONS + 1];
     size_t last_arena_bytes;
     size_t max_arena_bytes;
+    /* Objects made immortal by immortalizing freezes. */
+    Py_ssize_t immortalized;
+    Py_ssize_t immortalize_failures;
     /* gc._cow_fail_arena(n): the next n arena allocations fail (tests). */
     Py_ssize_t inject_failures;
 } cow = {
     .mode = COW_MODE_DEFAULT,
-    .freeze_at_fork = 1,
+    .fork_mode = COW_FORK_FREEZE,
     .shared_threshold = 1,
 };
 
@@ -580,6 +586,209 @@ arena_deduce_unreachable(PyGC_Head **lists, int nlists,
     return 0;
 }
 
+/* ------------------------------------------------ immortalizing freeze */
+
+/* gc.freeze(immortalize=True): make the frozen heap immortal (PEP 683), so
+   that Py_INCREF/Py_DECREF stop writing into it, and do the other
+   first-use writes (str/bytes hashes, type version tags) now, in the
+   parent, rather than in every worker.
+
+   Walk: every object of the permanent generation and everything reachable
+   from it through tp_traverse (code objects, which are not GC objects in
+   this build, through their fields), with an explicit stack.  An object is
+   made immortal when first reached, which is also the "visited" mark.
+   Objects with a finalizer (tp_finalize or tp_del: open files, sockets,
+   generators, classes with __del__) stay mortal so that they are still
+   finalized and flushed; they are remembered in a small set and their
+   referents are walked.  GC objects stay tracked (unlike _Py_SetImmortal(),
+   which untracks) so gc.get_objects() and gc.get_referrers() still see
+   them; the side arena skips immortal objects. */
+
+typedef struct {
+    PyObject **stack;
+    size_t len, cap;
+    PyObject **seen;              /* open-addressing set of mortal objects */
+    size_t seen_len, seen_cap;
+    Py_ssize_t immortalized;
+    int nomem;
+} imm_walk;
+
+static int
+imm_seen_add(imm_walk *w, PyObject *op)
+{
+    if (2 * (w->seen_len + 1) > w->seen_cap) {
+        size_t ncap = w->seen_cap ? 2 * w->seen_cap : 1024;
+        PyObject **n = PyMem_RawCalloc(ncap, sizeof(PyObject *));
+        if (n == NULL) {
+            w->nomem = 1;
+            return -1;
+        }
+        for (size_t i = 0; i < w->seen_cap; i++) {
+            PyObject *k = w->seen[i];
+            if (k != NULL) {
+                size_t j = ((uintptr_t)k >> 4) & (ncap - 1);
+                while (n[j] != NULL) {
+                    j = (j + 1) & (ncap - 1);
+                }
+                n[j] = k;
+            }
+        }
+        PyMem_RawFree(w->seen);
+        w->seen = n;
+        w->seen_cap = ncap;
+    }
+    size_t j = ((uintptr_t)op >> 4) & (w->seen_cap - 1);
+    while (w->seen[j] != NULL) {
+        if (w->seen[j] == op) {
+            return 0;           /* already there */
+        }
+        j = (j + 1) & (w->seen_cap - 1);
+    }
+    w->seen[j] = op;
+    w->seen_len++;
+    return 1;                   /* added */
+}
+
+static void
+imm_push(imm_walk *w, PyObject *op)
+{
+    if (w->len == w->cap) {
+        size_t ncap = w->cap ? 2 * w->cap : 4096;
+        PyObject **n = PyMem_RawRealloc(w->stack, ncap * sizeof(PyObject *));
+        if (n == NULL) {
+            w->nomem = 1;
+            return;
+        }
+        w->stack = n;
+        w->cap = ncap;
+    }
+    w->stack[w->len++] = op;
+}
+
+static inline int
+keeps_mortal(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    return tp->tp_finalize != NULL || tp->tp_del != NULL;
+}
+
+/* Make op immortal (or remember it, if it stays mortal) and queue it for
+   traversal; no-op for objects already reached. */
+static int
+imm_reach(PyObject *op, void *arg)
+{
+    imm_walk *w = (imm_walk *)arg;
+    if (op == NULL || _Py_IsImmortal(op) || w->nomem) {
+        return 0;
+    }
+    if (keeps_mortal(op)) {
+        if (imm_seen_add(w, op) == 1) {
+            imm_push(w, op);
+        }
+        return 0;
+    }
+    if (PyUnicode_CheckExact(op)) {
+        (void)PyObject_Hash(op);            /* cache it before the fork */
+        if (PyUnicode_CHECK_INTERNED(op) == SSTATE_INTERNED_MORTAL) {
+            /* Interned strings change state, not only refcount, so that
+               interpreter shutdown treats them as immortal interned. */
+            PyObject *s = Py_NewRef(op);
+            _PyUnicode_InternImmortal(_PyInterpreterState_GET(), &s);
+            assert(s == op && _Py_IsImmortal(op));
+            w->immortalized++;
+            return 0;
+        }
+    }
+    else if (PyBytes_CheckExact(op)) {
+        (void)PyObject_Hash(op);
+    }
+    else if (PyType_Check(op)) {
+        (void)PyUnstable_Type_AssignVersionTag((PyTypeObject *)op);
+    }
+#ifdef Py_REF_DEBUG
+    /* As immortalize_interned(): decrements of immortal objects are not
+       counted, so take the current references out of the total now. */
+    for (Py_ssize_t i = 0; i < Py_REFCNT(op); i++) {
+        _Py_DecRefTotal(_PyThreadState_GET());
+    }
+#endif
+    op->ob_refcnt = _Py_IMMORTAL_REFCNT;
+    w->immortalized++;
+    if (PyObject_IS_GC(op) || PyCode_Check(op)) {
+        imm_push(w, op);
+    }
+    return 0;
+}
+
+static void
+imm_traverse(imm_walk *w, PyObject *op)
+{
+    if (PyCode_Check(op)) {
+        PyCodeObject *co = (PyCodeObject *)op;
+        imm_reach(co->co_consts, w);
+        imm_reach(co->co_names, w);
+        imm_reach(co->co_exceptiontable, w);
+        imm_reach(co->co_localsplusnames, w);
+        imm_reach(co->co_localspluskinds, w);
+        imm_reach(co->co_filename, w);
+        imm_reach(co->co_name, w);
+        imm_reach(co->co_qualname, w);
+        imm_reach(co->co_linetable, w);
+        if (co->_co_cached != NULL) {
+            imm_reach(co->_co_cached->_co_code, w);
+            imm_reach(co->_co_cached->_co_varnames, w);
+            imm_reach(co->_co_cached->_co_cellvars, w);
+            imm_reach(co->_co_cached->_co_freevars, w);
+        }
+        return;
+    }
+    traverseproc traverse = Py_TYPE(op)->tp_traverse;
+    if (traverse != NULL && PyObject_IS_GC(op)) {
+        (void)traverse(op, imm_reach, w);
+    }
+}
+
+/* Immortalize everything reachable from the permanent generation.
+   Returns the number of objects made immortal, -1 with MemoryError set if
+   the walk's stack could not grow (what was done stays done). */
+static Py_ssize_t
+immortalize_permanent(PyInterpreterState *interp)
+{
+    GCState *gcstate = &interp->gc;
+    PyGC_Head *perm = &gcstate->permanent_generation.head;
+    imm_walk w = {0};
+    for (PyGC_Head *gc = _PyGCHead_NEXT(perm); gc != perm && !w.nomem;
+         gc = _PyGCHead_NEXT(gc))
+    {
+        imm_reach(FROM_GC(gc), &w);
+        while (w.len > 0 && !w.nomem) {
+            imm_traverse(&w, w.stack[--w.len]);
+        }
+    }
+    PyMem_RawFree(w.stack);
+    PyMem_RawFree(w.seen);
+    cow.immortalized += w.immortalized;
+    if (w.nomem) {
+        return -1;
+    }
+    return w.immortalized;
+}
+
+/* The whole immortalizing freeze: collect (so that garbage is not made
+   immortal), freeze, immortalize.  -1 with an exception on failure. */
+Py_ssize_t
+_PyGC_CowImmortalizingFreeze(PyInterpreterState *interp)
+{
+    (void)PyGC_Collect();
+    _PyGC_Freeze(interp);
+    Py_ssize_t n = immortalize_permanent(interp);
+    if (n < 0) {
+        PyErr_NoMemory();
+    }
+    return n;
+}
+
+
 /* ------------------------------------------------------ gc.c's hooks */
 
 static _PyGC_CowPath
@@ -655,9 +864,19 @@ _PyGC_CowPermanentIsVisible(void)
 }
 
 void
+_PyGC_CowPrepareFork(PyInterpreterState *interp)
+{
+    /* Collect before immortalizing, so that garbage is not made immortal.
+       Here, before PyOS_BeforeFork() takes its locks: finalizers may run. */
+    if (cow.fork_mode == COW_FORK_IMMORTAL) {
+        (void)PyGC_Collect();
+    }
+}
+
+void
 _PyGC_CowBeforeFork(PyInterpreterState *interp)
 {
-    if (!cow.freeze_at_fork) {
+    if (cow.fork_mode == COW_FORK_OFF) {
         return;
     }
     GCState *gcstate = &interp->gc;
@@ -670,6 +889,13 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
         cow.shared_estimate = moved;
     }
     _PyGC_Freeze(interp);
+    if (cow.fork_mode == COW_FORK_IMMORTAL) {
+        /* Runs no Python code; a failure to grow the walk's stack leaves
+           part of the heap mortal, which is only slower. */
+        if (immortalize_permanent(interp) < 0) {
+            cow.immortalize_failures++;
+        }
+    }
 }
 
 
@@ -737,20 +963,20 @@ _PyGC_CowInit(PyInterpreterState *interp)
     }
 
     /* Freeze-at-fork defaults to on, except in stock mode. */
-    cow.freeze_at_fork = cow.mode != COW_MODE_STOCK;
+    cow.fork_mode = cow.mode != COW_MODE_STOCK;
     v = config->use_environment ? getenv("PYTHONCOWFORK") : NULL;
     if (v != NULL && v[0] != '\0') {
-        if ((cow.freeze_at_fork = choice_index(v, fork_names)) < 0) {
+        if ((cow.fork_mode = choice_index(v, fork_names)) < 0) {
             return _PyStatus_ERR("PYTHONCOWFORK: invalid value; "
-                                 "expected off or freeze");
+                                 "expected off, freeze or immortal");
         }
     }
     v = get_xoption(config, L"cowfork", buf, sizeof(buf));
     if (v != NULL
-        && (cow.freeze_at_fork = choice_index(v, fork_names)) < 0)
+        && (cow.fork_mode = choice_index(v, fork_names)) < 0)
     {
         return _PyStatus_ERR("-X cowfork: invalid value; "
-                             "expected off or freeze");
+                             "expected off, freeze or immortal");
     }
     return _PyStatus_OK();
 }
@@ -832,7 +1058,7 @@ PyDoc_STRVAR(get_freeze_at_fork__doc__,
 static PyObject *
 gc_get_freeze_at_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    return PyBool_FromLong(cow.freeze_at_fork);
+    return PyBool_FromLong(cow.fork_mode != COW_FORK_OFF);
 }
 
 PyDoc_STRVAR(set_freeze_at_fork__doc__,
@@ -845,7 +1071,8 @@ PyDoc_STRVAR(set_freeze_at_fork__doc__,
 "later ordinary collections in either process never write into the\n"
 "inherited heap, and gc.collect() still reclaims garbage among those\n"
 "objects with a shared collection.  Start-up default: on, unless\n"
-"PYTHONCOWFORK=off, -X cowfork=off or the stock mode.");
+"PYTHONCOWFORK=off, -X cowfork=off or the stock mode.  True selects the\n"
+"'freeze' fork mode; see set_fork_mode() for 'immortal'.");
 
 static PyObject *
 gc_set_freeze_at_fork(PyObject *module, PyObject *arg)
@@ -860,8 +1087,62 @@ gc_set_freeze_at_fork(PyObject *module, PyObject *arg)
     if (v < 0) {
         return NULL;
     }
-    cow.freeze_at_fork = v;
+    cow.fork_mode = v ? COW_FORK_FREEZE : COW_FORK_OFF;
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_fork_mode__doc__,
+"get_fork_mode($module, /)\n--\n\n"
+"Return what os.fork() does to the heap first: 'off', 'freeze' or\n"
+"'immortal'.");
+
+static PyObject *
+gc_get_fork_mode(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyUnicode_FromString(fork_names[cow.fork_mode]);
+}
+
+PyDoc_STRVAR(set_fork_mode__doc__,
+"set_fork_mode($module, mode, /)\n--\n\n"
+"Set what os.fork() does to the heap first.\n"
+"\n"
+"'off': nothing (stock).  'freeze': gc.freeze(), in the parent and so in\n"
+"the child.  'immortal': gc.collect() then gc.freeze(immortalize=True):\n"
+"the inherited heap also stops receiving reference-count writes.\n"
+"Start-up default: PYTHONCOWFORK or -X cowfork, else 'freeze'.");
+
+static PyObject *
+gc_set_fork_mode(PyObject *module, PyObject *arg)
+{
+    if (!PyUnicode_Check(arg)) {
+        PyErr_Format(PyExc_TypeError,
+                     "set_fork_mode() argument must be str, not %T", arg);
+        return NULL;
+    }
+    const char *str = PyUnicode_AsUTF8(arg);
+    if (str == NULL) {
+        return NULL;
+    }
+    int m = choice_index(str, fork_names);
+    if (m < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "set_fork_mode() argument must be 'off', 'freeze' or "
+                     "'immortal', not %R", arg);
+        return NULL;
+    }
+    cow.fork_mode = m;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(is_immortal__doc__,
+"is_immortal($module, obj, /)\n--\n\n"
+"Return True if obj is immortal: its reference count is never written\n"
+"and it is never freed (PEP 683; see gc.freeze(immortalize=True)).");
+
+static PyObject *
+gc_is_immortal(PyObject *module, PyObject *obj)
+{
+    return PyBool_FromLong(_Py_IsImmortal(obj));
 }
 
 PyDoc_STRVAR(get_shared_threshold__doc__,
@@ -907,13 +1188,14 @@ PyDoc_STRVAR(get_shared_stats__doc__,
 "  that fell back to the stock algorithm for lack of memory;\n"
 "  last_examined: objects examined by the last side-arena collection;\n"
 "  last_arena_bytes, max_arena_bytes: the size of its arena (released\n"
-"  when it ended) and the largest so far.");
+"  when it ended) and the largest so far; immortalized: objects made\n"
+"  immortal by immortalizing freezes.");
 
 static PyObject *
 gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     return Py_BuildValue(
-        "{snsnsnsnsnsnsnsn}",
+        "{snsnsnsnsnsnsnsnsn}",
         "collections", cow.shared_collections,
         "collected", cow.shared_collected,
         "uncollectable", cow.shared_uncollectable,
@@ -921,7 +1203,8 @@ gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
         "fallbacks", cow.arena_fallbacks,
         "last_examined", cow.last_examined,
         "last_arena_bytes", (Py_ssize_t)cow.last_arena_bytes,
-        "max_arena_bytes", (Py_ssize_t)cow.max_arena_bytes);
+        "max_arena_bytes", (Py_ssize_t)cow.max_arena_bytes,
+        "immortalized", cow.immortalized);
 }
 
 static PyObject *
@@ -942,6 +1225,9 @@ PyMethodDef _PyGC_CowMethods[] = {
      get_freeze_at_fork__doc__},
     {"set_freeze_at_fork", gc_set_freeze_at_fork, METH_O,
      set_freeze_at_fork__doc__},
+    {"get_fork_mode", gc_get_fork_mode, METH_NOARGS, get_fork_mode__doc__},
+    {"set_fork_mode", gc_set_fork_mode, METH_O, set_fork_mode__doc__},
+    {"is_immortal", gc_is_immortal, METH_O, is_immortal__doc__},
     {"get_shared_threshold", gc_get_shared_threshold, METH_NOARGS,
      get_shared_threshold__doc__},
     {"set_shared_threshold", gc_set_shared_threshold, METH_O,

@@ -56,6 +56,15 @@ extern void _PyGC_CowCollectionDone(PyInterpreterState *interp,
    in cowpy; only PYTHONCOWGC=stock hides them, as stock does). */
 extern int _PyGC_CowPermanentIsVisible(void);
 
+/* PyOS_BeforeFork(), before it takes its locks: in the "immortal" fork
+   mode, collect first (finalizers may run). */
+extern void _PyGC_CowPrepareFork(PyInterpreterState *interp);
+
+/* gc.freeze(immortalize=True): collect, freeze, then make every frozen
+   object and everything reachable from it immortal.  Returns the number of
+   objects made immortal, -1 with an exception set on failure. */
+extern Py_ssize_t _PyGC_CowImmortalizingFreeze(PyInterpreterState *interp);
+
 /* PyOS_BeforeFork(): move every tracked object into the permanent
    generation (O(1) list splices) when freeze-at-fork is on, so neither
    parent nor child writes into the inherited heap in later ordinary

@@ -15,6 +15,7 @@ import json
 import os
 import struct
 import sys
+import textwrap
 import unittest
 import weakref
 from test import support
@@ -166,7 +167,7 @@ class APITests(CowTestCase):
         self.assertEqual(set(stats), {
             "collections", "collected", "uncollectable",
             "arena_collections", "fallbacks", "last_examined",
-            "last_arena_bytes", "max_arena_bytes"})
+            "last_arena_bytes", "max_arena_bytes", "immortalized"})
         for v in stats.values():
             self.assertIsInstance(v, int)
             self.assertGreaterEqual(v, 0)
@@ -521,6 +522,158 @@ class ForkTests(CowTestCase):
         shared, present, total, growth = self.check_pages("stock", False)
         self.assertLess(shared, total // 10)
         self.assertGreater(growth, 10_000)
+
+
+class ImmortalizeTests(CowTestCase):
+    """gc.freeze(immortalize=True) and the 'immortal' fork mode."""
+
+    def setUp(self):
+        super().setUp()
+        self.addCleanup(gc.set_fork_mode, gc.get_fork_mode())
+
+    def test_api_errors(self):
+        with self.assertRaises(TypeError):
+            gc.freeze(True)                     # keyword-only
+        with self.assertRaises(TypeError):
+            gc.freeze(immortalise=True)         # unknown keyword
+        with self.assertRaisesRegex(ValueError, "'off', 'freeze' or"):
+            gc.set_fork_mode("always")
+        with self.assertRaisesRegex(TypeError, "must be str, not int"):
+            gc.set_fork_mode(2)
+        for m in ("off", "immortal", "freeze"):
+            gc.set_fork_mode(m)
+            self.assertEqual(gc.get_fork_mode(), m)
+            self.assertIs(gc.get_freeze_at_fork(), m != "off")
+        self.assertFalse(gc.is_immortal([]))
+        self.assertTrue(gc.is_immortal(None))
+        with self.assertRaises(TypeError):
+            gc.is_immortal()
+
+    def test_startup_option(self):
+        code = "import gc; print(gc.get_fork_mode())"
+        rc, out, err = assert_python_ok("-X", "cowfork=immortal", "-c", code)
+        self.assertEqual(out.strip(), b"immortal")
+        rc, out, err = assert_python_ok("-c", code, __isolated=False,
+                                        PYTHONCOWFORK="immortal")
+        self.assertEqual(out.strip(), b"immortal")
+
+    def check_in_subprocess(self, body):
+        # Immortal objects are never freed: keep them out of this process.
+        rc, out, err = assert_python_ok("-c", textwrap.dedent(body))
+        return json.loads(out)
+
+    def test_reachable_objects_become_immortal(self):
+        res = self.check_in_subprocess("""
+            import gc, json, sys
+            class Model:
+                def f(self):
+                    return ("const", 12345678901234)
+            class Finalized:
+                def __del__(self):
+                    pass
+            m = Model()
+            m.attrs = {"name": "x" * 100, "blob": b"y" * 50,
+                       "num": 2**70, "fl": 1.5, "tup": (1, 2, (3, 4))}
+            fin = Finalized()
+            fin.payload = ["payload"]
+            f = open(__import__("os").devnull, "w")
+            garbage = []; garbage.append(garbage)
+            import weakref
+            class W: pass
+            g = W(); g.self = g; gw = weakref.ref(g); del g
+            del garbage
+            gc.freeze(immortalize=True)
+            code = Model.f.__code__
+            out = {
+              "objs": [gc.is_immortal(o) for o in (
+                  m, m.attrs, m.attrs["name"], m.attrs["blob"],
+                  m.attrs["num"], m.attrs["fl"], m.attrs["tup"],
+                  m.attrs["tup"][2], Model, Model.f, code,
+                  code.co_consts, code.co_consts[-1], fin.payload)],
+              "mortal": [gc.is_immortal(fin), gc.is_immortal(f)],
+              "garbage_collected_first": gw() is None,
+              "refcount": sys.getrefcount(m) == sys.getrefcount(None),
+              "visible": m in gc.get_objects()
+                         and m in gc.get_referrers(m.attrs),
+              "stats": gc.get_shared_stats()["immortalized"] > 1000,
+            }
+            m.attrs["new"] = [1]        # immortal containers stay mutable
+            del m                       # names can still be deleted
+            out["mutable"] = True
+            print(json.dumps(out))
+        """)
+        self.assertEqual(res["objs"], [True] * 14)
+        self.assertEqual(res["mortal"], [False, False])
+        self.assertTrue(res["garbage_collected_first"])
+        self.assertTrue(res["refcount"])
+        self.assertTrue(res["visible"])
+        self.assertTrue(res["stats"])
+        self.assertTrue(res["mutable"])
+
+    def test_cycles_among_immortal_and_later_cycles(self):
+        res = self.check_in_subprocess("""
+            import gc, json, weakref
+            class Node: pass
+            keep = [Node()]
+            keep[0].me = keep[0]
+            gc.freeze(immortalize=True)
+            wr = weakref.ref(keep[0])
+            del keep[:]
+            gc.collect()
+            immortal_cycle_alive = wr() is not None
+            # a cycle created later that merely references immortal objects
+            n = Node(); n.me = n; n.ref = wr(); nw = weakref.ref(n); del n
+            gc.collect()
+            print(json.dumps([immortal_cycle_alive, nw() is None]))
+        """)
+        self.assertEqual(res, [True, True])
+
+    def test_deep_graph_no_recursion(self):
+        res = self.check_in_subprocess("""
+            import gc, json
+            head = None
+            for i in range(300_000):
+                head = [head, i]
+            gc.freeze(immortalize=True)
+            tail = head
+            while tail[0] is not None:
+                tail = tail[0]
+            print(json.dumps([gc.is_immortal(tail), gc.is_immortal(head)]))
+        """)
+        self.assertEqual(res, [True, True])
+
+    def test_shutdown_with_immortal_heap(self):
+        # Exits cleanly (status 0, stdout flushed by the mortal sys.stdout).
+        rc, out, err = assert_python_ok("-c", textwrap.dedent("""
+            import gc, sys
+            data = [{"k": [i, str(i)]} for i in range(100_000)]
+            f = open(sys.argv[0] if False else __import__("os").devnull, "w")
+            gc.freeze(immortalize=True)
+            print("done", len(data))
+        """))
+        self.assertEqual(out.strip(), b"done 100000")
+
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork")
+    def test_fork_mode_immortal(self):
+        res = self.check_in_subprocess("""
+            import gc, json, os, weakref
+            class Node: pass
+            gc.set_fork_mode("immortal")
+            data = [Node() for _ in range(1000)]
+            g = Node(); g.me = g; gw = weakref.ref(g); del g
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.write(w, json.dumps([gc.is_immortal(data[10]),
+                                        gc.is_immortal(data),
+                                        gw() is None]).encode())
+                os._exit(0)
+            os.waitpid(pid, 0)
+            child = json.loads(os.read(r, 1000))
+            print(json.dumps(child + [gc.is_immortal(data[10])]))
+        """)
+        # garbage collected before the freeze; parent and child immortal
+        self.assertEqual(res, [True, True, True, True])
 
 
 # -------------------------------------------------- upstream, in arena mode

@@ -52,7 +52,7 @@ NAMES = ("x", "y", "z")
 
 
 def run(scale=1.0):
-    reps = max(1, int(30 * scale))
+    reps = max(1, int(350 * scale))
     objs_p = [Plain(i, i + 1) for i in range(100)]
     objs_s = [Slotted(i, i + 1) for i in range(100)]
     objs_w = [WithProp(i) for i in range(100)]

@@ -14,7 +14,7 @@ WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta",
 
 def run(scale=1.0):
     rng = random.Random(7)
-    reps = max(1, int(1500 * scale))
+    reps = max(1, int(25_000 * scale))
     lines = [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(64)]
     total = 0
     for r in range(reps):

@@ -12,7 +12,7 @@ older generations too.  The collector is enabled for the whole run.
 import gc
 import random
 
-ITERATIONS = 60_000          # trees per run() at scale 1.0
+ITERATIONS = 90_000          # trees per run() at scale 1.0
 TREE = 16                    # nodes per tree
 WINDOW = 256                 # survivors kept alive at a time
 

@@ -1,0 +1,827 @@
+"""A real pre-fork server benchmark: gunicorn + Flask under wrk, stock vs cowpy.
+
+    python3 bench/prefork/run.py STOCK COWPY [--workers 4] [--duration 20]
+        [--connections 8] [--users 20000] [--rounds 1] [--csv-dir DIR]
+        [--modes stock,stock+hooks,cowpy,cowpy-nofreeze] [--baseline NAME]
+
+For each mode, in one run, a fresh server:
+
+    PYTHON -m gunicorn --preload -w N -b 127.0.0.1:PORT [mode args] app:app
+
+(bench/prefork/app.py: a Flask app that builds a large read-mostly object
+graph at import).  The runner waits for /health and for N workers, measures
+the process tree once ("boot"), warms up for --warmup seconds with wrk,
+runs wrk (-t 2, --connections, --duration, bench/prefork/spread.lua: ids
+spread over the whole data set), then at once reads /proc/PID/smaps_rollup
+of every process of the tree ("loaded"), SIGTERMs the master and makes sure
+the whole process group is gone.
+
+Printed: one table (modes as rows; worker USS = Private_Clean +
+Private_Dirty, worker PSS, master RSS, total PSS of the tree, requests/s,
+errors, ratios against the baseline mode, stock+hooks by default), and one
+table of collector activity in the workers.  CSV: DIR/prefork_modes.csv
+(one row per mode and round) and DIR/prefork_procs.csv (one row per process
+and phase).  See bench/prefork/README.md.
+
+Dependencies come from Debian only (bench/prefork/debian-packages.txt:
+gunicorn, python3-flask, wrk).  Debian's pure-Python packages target its
+python3.11; this script copies exactly the ones the server needs from
+/usr/lib/python3/dist-packages into a private directory (--site-dir,
+default build/prefork-site), discovering extra dependencies by importing
+under each 3.13 interpreter, and puts only that directory (plus this one)
+on the servers' PYTHONPATH.  Only the stdlib is used here, and nothing
+cowpy-specific is needed to run the stock modes.
+"""
+
+import argparse
+import csv
+import dataclasses
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+DIST = "/usr/lib/python3/dist-packages"
+FREEZE_HOOKS = os.path.join(HERE, "freeze_hooks.py")
+SPREAD = os.path.join(HERE, "spread.lua")
+DEB_LIST = os.path.join(HERE, "debian-packages.txt")
+MIB = 1024.0  # smaps values are in kB (KiB)
+
+# What the servers import from Debian's dist-packages.  Their further
+# pure-Python dependencies are found by importing (build_site()).
+REQUIRED = ["flask", "werkzeug", "jinja2", "markupsafe", "itsdangerous",
+            "click", "blinker", "gunicorn"]
+# Imports a gunicorn sync-worker server running app.py performs.
+IMPORT_PROBE = ("flask", "werkzeug.serving", "jinja2", "markupsafe",
+                "itsdangerous", "click", "blinker", "gunicorn.app.wsgiapp",
+                "gunicorn.arbiter", "gunicorn.workers.sync",
+                "gunicorn.glogging", "gunicorn.http.wsgi")
+
+
+# ------------------------------------------------------------------ modes
+@dataclasses.dataclass
+class Mode:
+    name: str
+    python: str            # "stock" or "cowpy": which interpreter argument
+    env: dict              # added to the servers' environment
+    gunicorn_args: list    # extra gunicorn arguments (before app:app)
+    desc: str
+
+
+# Add a mode here to run it (--modes NAME selects it).
+MODES = [
+    Mode("stock", "stock", {}, [],
+         "stock 3.13.5, no application change"),
+    Mode("stock+hooks", "stock", {}, ["-c", FREEZE_HOOKS],
+         "stock + freeze_hooks.py (gc.disable at import, gc.freeze in "
+         "pre_fork, gc.enable in post_fork)"),
+    Mode("cowpy", "cowpy", {}, [],
+         "cowpy defaults (freeze at fork), no application change"),
+    Mode("cowpy-nofreeze", "cowpy", {"PYTHONCOWFORK": "off"}, [],
+         "cowpy with PYTHONCOWFORK=off (its collector, no freeze at fork)"),
+    # Not run by default:
+    Mode("cowpy+hooks", "cowpy", {}, ["-c", FREEZE_HOOKS],
+         "cowpy + the stock freeze hooks"),
+    Mode("cowpy-stockgc", "cowpy", {"PYTHONCOWGC": "stock"}, [],
+         "cowpy with PYTHONCOWGC=stock (should behave as stock)"),
+]
+DEFAULT_MODES = "stock,stock+hooks,cowpy,cowpy-nofreeze"
+DEFAULT_BASELINE = "stock+hooks"
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ deps
+def debian_packages():
+    with open(DEB_LIST) as f:
+        return [ln.strip() for ln in f if ln.strip() and ln[0] != "#"]
+
+
+def check_deps(install):
+    missing = [p for p in REQUIRED if not os.path.exists(os.path.join(DIST, p))]
+    if shutil.which("wrk") is None:
+        missing.append("wrk")
+    if not missing:
+        return
+    cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+           *debian_packages()]
+    if install and os.geteuid() == 0:
+        log("installing Debian packages:", " ".join(cmd))
+        subprocess.run(["apt-get", "update", "-q"], check=True)
+        subprocess.run(cmd, check=True,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        return check_deps(False)
+    sys.exit("missing: %s\ninstall them (Debian) with:\n  apt-get update && %s"
+             "\n(or run this script with --install-deps as root)"
+             % (", ".join(missing), " ".join(cmd)))
+
+
+# ------------------------------------------------------------------ site
+def _tree_stamp(path):
+    """Cheap identity of a source tree: file count, bytes, newest mtime."""
+    n = size = newest = 0
+    if os.path.isfile(path):
+        st = os.stat(path)
+        return [1, st.st_size, int(st.st_mtime)]
+    for d, dirs, files in os.walk(path):
+        dirs[:] = [x for x in dirs if x != "__pycache__"]
+        for f in files:
+            st = os.stat(os.path.join(d, f))
+            n += 1
+            size += st.st_size
+            newest = max(newest, int(st.st_mtime))
+    return [n, size, newest]
+
+
+def _dist_entry(name):
+    for cand in (name, name + ".py"):
+        p = os.path.join(DIST, cand)
+        if os.path.exists(p):
+            return cand
+    return None
+
+
+PROBE = r'''
+import importlib, json, sys
+site = sys.argv[1]
+out = {"missing": None, "error": None, "files": {}, "ext_in_site": []}
+try:
+    for name in sys.argv[2:]:
+        importlib.import_module(name)
+except ModuleNotFoundError as e:
+    out["missing"] = (e.name or "").split(".")[0]
+    out["error"] = repr(e)
+except Exception as e:
+    out["error"] = repr(e)
+for name, m in list(sys.modules.items()):
+    f = getattr(m, "__file__", None) or ""
+    if "." not in name:
+        out["files"][name] = f
+    if f.startswith(site) and not f.endswith(".py"):
+        out["ext_in_site"].append(name)
+if out["error"] is None:
+    import markupsafe
+    out["markupsafe_escape"] = markupsafe.escape.__module__
+    out["markupsafe_speedups_loaded"] = "markupsafe._speedups" in sys.modules
+print(json.dumps(out))
+'''
+
+
+def _probe(python, site, env):
+    r = subprocess.run([python, "-s", "-c", PROBE, site, *IMPORT_PROBE],
+                       env=env, cwd=site, capture_output=True, text=True,
+                       timeout=300)
+    if r.returncode != 0:
+        sys.exit("import probe failed under %s:\n%s" % (python, r.stderr))
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def build_site(site, pythons, base_env):
+    """Copy the needed Debian packages into SITE; verify under each python.
+
+    Copies (not symlinks), so that 3.13 never writes its bytecode next to
+    Debian's 3.11 files.  Debian's compiled 3.11 speedups are copied as they
+    are: their cpython-311 suffix is not importable by 3.13, and the probe
+    checks that no extension module is loaded from SITE at all.
+    """
+    os.makedirs(site, exist_ok=True)
+    manifest_path = os.path.join(site, "MANIFEST.json")
+    try:
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        manifest = {}
+    entries = dict(manifest.get("entries", {}))
+    wanted = list(dict.fromkeys(REQUIRED + manifest.get("extra", [])))
+    extra = [p for p in wanted if p not in REQUIRED]
+    env = dict(base_env, PYTHONPATH=site)
+    changed = False
+    for _ in range(50):
+        for name in wanted:
+            entry = _dist_entry(name)
+            if entry is None:
+                sys.exit("%s not found in %s" % (name, DIST))
+            src, dst = os.path.join(DIST, entry), os.path.join(site, entry)
+            stamp = _tree_stamp(src)
+            if entries.get(entry) == stamp and os.path.exists(dst):
+                continue
+            if os.path.isdir(dst):
+                shutil.rmtree(dst)
+            elif os.path.exists(dst):
+                os.remove(dst)
+            if os.path.isdir(src):
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns(
+                    "__pycache__"))
+            else:
+                shutil.copy2(src, dst)
+            entries[entry] = stamp
+            changed = True
+        results = {}
+        missing = None
+        for py in pythons:
+            res = _probe(py, site, env)
+            results[py] = res
+            if res["missing"]:
+                missing = res["missing"]
+                break
+            if res["error"]:
+                sys.exit("importing %s under %s failed: %s"
+                         % (", ".join(IMPORT_PROBE), py, res["error"]))
+        if missing is None:
+            break
+        if _dist_entry(missing) is None:
+            sys.exit("%s needs %r, which is not in %s (a stdlib module "
+                     "removed in 3.13?)" % (pythons, missing, DIST))
+        log("prefork-site: adding %s (imported by the server)" % missing)
+        wanted.append(missing)
+        extra.append(missing)
+    else:
+        sys.exit("prefork-site: dependency discovery did not converge")
+    for py, res in results.items():
+        outside = [n for n in wanted if not res["files"].get(n, "")
+                   .startswith(site)]
+        if outside:
+            sys.exit("under %s, %s not imported from %s: %s"
+                     % (py, outside, site,
+                        {n: res["files"].get(n) for n in outside}))
+        if res["ext_in_site"] or res["markupsafe_speedups_loaded"] \
+                or res["markupsafe_escape"] != "markupsafe._native":
+            sys.exit("under %s a compiled extension from %s was loaded: %s"
+                     % (py, site, res))
+    if changed or manifest.get("extra") != extra:
+        # Bytecode once for both interpreters (same cache tag and magic
+        # number; checked), so the servers never compile at start-up.
+        magics = {subprocess.run(
+            [py, "-c", "import importlib.util,sys;"
+             "print(importlib.util.MAGIC_NUMBER.hex(),"
+             "sys.implementation.cache_tag)"],
+            capture_output=True, text=True, check=True).stdout
+            for py in pythons}
+        for py in pythons if len(magics) > 1 else pythons[:1]:
+            subprocess.run([py, "-m", "compileall", "-q", "-j", "0", site],
+                           env=base_env, check=False,
+                           stdout=subprocess.DEVNULL)
+        with open(manifest_path, "w") as f:
+            json.dump({"entries": entries, "extra": extra}, f, indent=1)
+    for py in pythons:
+        subprocess.run([py, "-m", "compileall", "-q",
+                        os.path.join(HERE, "app.py"),
+                        os.path.join(HERE, "freeze_hooks.py")],
+                       env=base_env, check=False, stdout=subprocess.DEVNULL)
+    return wanted
+
+
+# ------------------------------------------------------------------ /proc
+def proc_table():
+    """{pid: (ppid, pgrp)} of every process."""
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                s = f.read()
+        except OSError:
+            continue
+        fields = s[s.rindex(")") + 2:].split()
+        out[int(d)] = (int(fields[1]), int(fields[2]))
+    return out
+
+
+def children(table, pid):
+    return sorted(p for p, (pp, _) in table.items() if pp == pid)
+
+
+def group_members(pgid):
+    return sorted(p for p, (_, pg) in proc_table().items() if pg == pgid)
+
+
+def smaps_rollup(pid):
+    vals = {}
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                vals[parts[0].rstrip(":")] = int(parts[1])
+    return vals
+
+
+def measure_tree(master):
+    """Every process of the tree below MASTER: role, pid, smaps (kB)."""
+    table = proc_table()
+    procs = [("master", master)]
+    todo = [master]
+    while todo:
+        p = todo.pop()
+        for c in children(table, p):
+            procs.append(("worker" if p == master else "other", c))
+            todo.append(c)
+    out = []
+    for role, pid in procs:
+        try:
+            sm = smaps_rollup(pid)
+        except OSError:
+            continue
+        sm["USS"] = sm.get("Private_Clean", 0) + sm.get("Private_Dirty", 0)
+        out.append({"role": role, "pid": pid, **sm})
+    return out
+
+
+# ------------------------------------------------------------------ server
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(port, path, timeout=2.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def server_env(base_env, site, mode, users, stats_dir):
+    env = {k: v for k, v in base_env.items() if not k.startswith("PYTHON")}
+    env.update(PYTHONPATH=os.pathsep.join([HERE, site]),
+               PYTHONHASHSEED="0",          # same dict layouts every run
+               PYTHONDONTWRITEBYTECODE="1",  # bytecode is precompiled
+               PREFORK_USERS=str(users),
+               PREFORK_STATS_DIR=stats_dir)
+    env.update(mode.env)
+    return env
+
+
+def start_server(python, mode, args, site, base_env, port, workdir):
+    cmd = [python, "-m", "gunicorn", "--preload", "-w", str(args.workers),
+           "-b", "127.0.0.1:%d" % port, "--worker-class", "sync",
+           "--chdir", HERE, "--log-level", "warning",
+           "--error-logfile", os.path.join(workdir, "gunicorn.log"),
+           "--timeout", "120", "--graceful-timeout", "15",
+           *mode.gunicorn_args, "app:app"]
+    env = server_env(base_env, site, mode, args.users, workdir)
+    out = open(os.path.join(workdir, "stdout.log"), "wb")
+    proc = subprocess.Popen(cmd, cwd=HERE, env=env, stdout=out,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    out.close()
+    return proc, cmd, env
+
+
+def log_tail(workdir, n=30):
+    lines = []
+    for name in ("stdout.log", "gunicorn.log"):
+        try:
+            with open(os.path.join(workdir, name), errors="replace") as f:
+                lines += f.read().splitlines()[-n:]
+        except OSError:
+            pass
+    return "\n".join(lines)
+
+
+def wait_ready(proc, port, workers, timeout, workdir):
+    deadline = time.monotonic() + timeout
+    health = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited with %s during start-up:\n%s"
+                               % (proc.returncode, log_tail(workdir)))
+        if health is None:
+            try:
+                status, body = http_get(port, "/health")
+                if status == 200:
+                    health = json.loads(body)
+            except (OSError, http.client.HTTPException, ValueError):
+                pass
+        if health is not None and \
+                len(children(proc_table(), proc.pid)) >= workers:
+            return health
+        time.sleep(0.1)
+    raise RuntimeError("server not ready after %ss:\n%s"
+                       % (timeout, log_tail(workdir)))
+
+
+def stop_server(proc, grace):
+    """SIGTERM the master, wait; SIGKILL the group on timeout or leftovers.
+
+    Returns the number of processes that had to be killed."""
+    pgid = proc.pid                    # start_new_session: pgid == pid
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    # The master reaps its workers before it exits; allow 1 s for stragglers.
+    deadline = time.monotonic() + 1.0
+    while group_members(pgid) and proc.poll() is not None \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed = len(group_members(pgid))
+    for _ in range(20):
+        if not group_members(pgid):
+            break
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(0.1)
+    if group_members(pgid):
+        raise RuntimeError("processes of group %d survived SIGKILL: %s"
+                           % (pgid, group_members(pgid)))
+    return killed
+
+
+# ------------------------------------------------------------------ wrk
+def run_wrk(port, args, duration):
+    threads = min(2, args.connections)
+    cmd = ["wrk", "-t", str(threads), "-c", str(args.connections),
+           "-d", "%ds" % duration, "--latency", "-s", SPREAD,
+           "http://127.0.0.1:%d" % port, "--", str(args.users),
+           str(args.seed)]
+    r = subprocess.run(cmd, capture_output=True, text=True,
+                       timeout=duration + 60)
+    if r.returncode != 0:
+        raise RuntimeError("wrk failed (%d): %s" % (r.returncode, r.stderr))
+    res = None
+    for line in r.stdout.splitlines():
+        if line.startswith("PREFORK_RESULT "):
+            res = json.loads(line[len("PREFORK_RESULT "):])
+    if res is None:
+        raise RuntimeError("no PREFORK_RESULT in wrk output:\n" + r.stdout)
+    secs = res["duration_us"] / 1e6
+    res["rps"] = res["requests"] / secs if secs else 0.0
+    for line in r.stdout.splitlines():        # cross-check wrk's own figure
+        if line.startswith("Requests/sec:"):
+            res["wrk_rps"] = float(line.split()[1])
+    res["socket_errors"] = res["connect"] + res["read"] + res["write"] + \
+        res["timeout"]
+    res["non2xx"] = res["status"]
+    res["errors"] = res["socket_errors"] + res["non2xx"]
+    res["stdout"] = r.stdout
+    return res
+
+
+# ------------------------------------------------------------------ one mode
+def run_mode(mode, python, args, site, base_env, rnd):
+    workdir = tempfile.mkdtemp(prefix="prefork-%s-" % mode.name.replace(
+        "+", "_"))
+    port = free_port()
+    proc, cmd, env = start_server(python, mode, args, site, base_env, port,
+                                  workdir)
+    result = {"mode": mode.name, "round": rnd, "python": python,
+              "cmd": " ".join(cmd),
+              "env": " ".join("%s=%s" % kv for kv in sorted(mode.env.items())),
+              "loadavg_start": os.getloadavg()[0]}
+    try:
+        t0 = time.monotonic()
+        health = wait_ready(proc, port, args.workers, args.startup_timeout,
+                            workdir)
+        result["startup_s"] = time.monotonic() - t0
+        result["health"] = health
+        boot = measure_tree(proc.pid)
+        if args.warmup > 0:
+            run_wrk(port, args, args.warmup)
+        wrk = run_wrk(port, args, args.duration)
+        loaded = measure_tree(proc.pid)        # at once, before anything else
+        result["wrk"] = wrk
+        result["procs"] = [dict(p, phase="boot") for p in boot] + \
+            [dict(p, phase="loaded") for p in loaded]
+        workers_now = [p["pid"] for p in loaded if p["role"] == "worker"]
+        if len(workers_now) != args.workers:
+            log("warning: %s: %d workers after the run (expected %d): a "
+                "worker died or was restarted" % (mode.name,
+                                                  len(workers_now),
+                                                  args.workers))
+        boot_workers = {p["pid"] for p in boot if p["role"] == "worker"}
+        if boot_workers != set(workers_now):
+            result["restarted_workers"] = True
+    finally:
+        result["killed_at_stop"] = stop_server(proc, args.stop_timeout)
+    gcstats = []
+    for f in sorted(os.listdir(workdir)):
+        if f.startswith("worker-") and f.endswith(".json"):
+            with open(os.path.join(workdir, f)) as fh:
+                gcstats.append(json.load(fh))
+    result["gcstats"] = gcstats
+    result["log_tail"] = log_tail(workdir, 10)
+    if not args.keep_logs:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        result["workdir"] = workdir
+    return result
+
+
+def summarize(res):
+    loaded = [p for p in res["procs"] if p["phase"] == "loaded"]
+    boot = [p for p in res["procs"] if p["phase"] == "boot"]
+    w = [p for p in loaded if p["role"] == "worker"]
+    wb = [p for p in boot if p["role"] == "worker"]
+    master = [p for p in loaded if p["role"] == "master"][0]
+    wrk = res["wrk"]
+    gs = res["gcstats"]
+
+    def mean(xs):
+        return statistics.fmean(xs) if xs else float("nan")
+
+    s = {
+        "mode": res["mode"], "round": res["round"],
+        "workers": len(w),
+        "uss_mean": mean([p["USS"] for p in w]) / MIB,
+        "uss_max": max([p["USS"] for p in w], default=0) / MIB,
+        "uss_boot_mean": mean([p["USS"] for p in wb]) / MIB,
+        "pss_mean": mean([p["Pss"] for p in w]) / MIB,
+        "worker_rss_mean": mean([p["Rss"] for p in w]) / MIB,
+        "master_rss": master["Rss"] / MIB,
+        "master_uss": master["USS"] / MIB,
+        "tree_pss": sum(p["Pss"] for p in loaded) / MIB,
+        "tree_pss_boot": sum(p["Pss"] for p in boot) / MIB,
+        "rps": wrk["rps"], "requests": wrk["requests"],
+        "errors": wrk["errors"], "non2xx": wrk["non2xx"],
+        "socket_errors": wrk["socket_errors"],
+        "lat_p50_ms": wrk["lat_p50_us"] / 1000.0,
+        "lat_p99_ms": wrk["lat_p99_us"] / 1000.0,
+        "lat_max_ms": wrk["lat_max_us"] / 1000.0,
+        "startup_s": res["startup_s"],
+        "loadavg_start": res["loadavg_start"],
+        "tracked_at_import": res["health"].get("tracked_at_import"),
+        "worker_requests": mean([g["requests"] for g in gs]),
+        "gc_gen0": mean([g["collections"][0] for g in gs]),
+        "gc_gen1": mean([g["collections"][1] for g in gs]),
+        "gc_gen2": mean([g["collections"][2] for g in gs]),
+        "gc_shared": mean([g.get("shared_since_fork", {})
+                           .get("collections", 0) for g in gs]),
+        "gc_ms": mean([g["gc_ms"] for g in gs]),
+        "gc_max_pause_ms": max([g["gc_max_pause_ms"] for g in gs],
+                               default=float("nan")),
+        "killed_at_stop": res["killed_at_stop"],
+        "env": res["env"], "python": res["python"], "cmd": res["cmd"],
+    }
+    return s
+
+
+NUMERIC_MEDIAN = ("uss_mean", "uss_max", "uss_boot_mean", "pss_mean",
+                  "worker_rss_mean", "master_rss", "master_uss", "tree_pss",
+                  "tree_pss_boot", "rps", "requests", "errors", "non2xx",
+                  "socket_errors", "lat_p50_ms", "lat_p99_ms", "lat_max_ms",
+                  "startup_s", "worker_requests", "gc_gen0", "gc_gen1",
+                  "gc_gen2", "gc_shared", "gc_ms", "gc_max_pause_ms")
+
+
+def aggregate(rows):
+    """Median over rounds of one mode's summaries."""
+    agg = dict(rows[0])
+    for k in NUMERIC_MEDIAN:
+        agg[k] = statistics.median(r[k] for r in rows)
+    agg["rps_min"] = min(r["rps"] for r in rows)
+    agg["rps_max"] = max(r["rps"] for r in rows)
+    agg["errors"] = sum(r["errors"] for r in rows)
+    agg["rounds"] = len(rows)
+    return agg
+
+
+# ------------------------------------------------------------------ output
+def fmt_table(aggs, baseline):
+    base = next((a for a in aggs if a["mode"] == baseline), None)
+
+    def ratio(a, k):
+        if base is None or not base[k]:
+            return "-"
+        return "%.2f" % (a[k] / base[k])
+
+    head = [("mode", "", "<"), ("USS mean", "MiB", ">"),
+            ("USS max", "MiB", ">"), ("USS boot", "MiB", ">"),
+            ("PSS mean", "MiB", ">"), ("master RSS", "MiB", ">"),
+            ("tree PSS", "MiB", ">"), ("req/s", "", ">"),
+            ("errors", "", ">"), ("USS", "ratio", ">"),
+            ("tree PSS", "ratio", ">"), ("req/s", "ratio", ">")]
+    rows = []
+    for a in aggs:
+        rows.append([a["mode"], "%.1f" % a["uss_mean"], "%.1f" % a["uss_max"],
+                     "%.1f" % a["uss_boot_mean"], "%.1f" % a["pss_mean"],
+                     "%.1f" % a["master_rss"], "%.1f" % a["tree_pss"],
+                     "%.0f" % a["rps"], "%d" % a["errors"],
+                     ratio(a, "uss_mean"), ratio(a, "tree_pss"),
+                     ratio(a, "rps")])
+    widths = [max(len(h[0]), len(h[1]), *(len(r[i]) for r in rows))
+              for i, h in enumerate(head)]
+
+    def line(cells):
+        return "  ".join(("%-*s" if h[2] == "<" else "%*s") % (w, c)
+                         for c, w, h in zip(cells, widths, head)).rstrip()
+
+    out = [line([h[0] for h in head]), line([h[1] for h in head])]
+    out += [line(r) for r in rows]
+    if base is not None:
+        out.append("ratios: worker USS mean, tree PSS and req/s vs %s"
+                   % baseline)
+    return "\n".join(out)
+
+
+def fmt_gc_table(aggs):
+    head = ["mode", "req/worker", "gen0", "gen1", "gen2", "shared",
+            "gc ms", "max pause ms", "p50 ms", "p99 ms"]
+    rows = [[a["mode"], "%.0f" % a["worker_requests"], "%.0f" % a["gc_gen0"],
+             "%.0f" % a["gc_gen1"], "%.1f" % a["gc_gen2"],
+             "%.1f" % a["gc_shared"], "%.1f" % a["gc_ms"],
+             "%.1f" % a["gc_max_pause_ms"], "%.1f" % a["lat_p50_ms"],
+             "%.1f" % a["lat_p99_ms"]] for a in aggs]
+    widths = [max(len(h), *(len(r[i]) for r in rows))
+              for i, h in enumerate(head)]
+    out = ["  ".join(("%-*s" if i == 0 else "%*s") % (w, c)
+                     for i, (c, w) in enumerate(zip(head, widths)))]
+    for r in rows:
+        out.append("  ".join(("%-*s" if i == 0 else "%*s") % (w, c)
+                             for i, (c, w) in enumerate(zip(r, widths))))
+    return "\n".join(out)
+
+
+def write_csv(path, rows, fields):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (round(v, 3) if isinstance(v, float) else v)
+                        for k, v in r.items()})
+
+
+def version_of(python):
+    return subprocess.run([python, "-c", "import sys; print(sys.version"
+                           ".split()[0])"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def gunicorn_version():
+    text = read_first(os.path.join(DIST, "gunicorn", "__init__.py"))
+    m = re.search(r"version_info\s*=\s*\(([^)]*)\)", text)
+    return ".".join(x.strip() for x in m.group(1).split(",")) if m else "?"
+
+
+def read_first(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("stock", help="stock python3 (3.13)")
+    ap.add_argument("cowpy", help="cowpy python3")
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--duration", type=int, default=20,
+                    help="seconds of measured load per mode")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--users", type=int, default=20000,
+                    help="data set size (PREFORK_USERS; ids spread over it)")
+    ap.add_argument("--seed", type=int, default=1, help="wrk's random seed")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every mode this many times, interleaved; "
+                    "the table shows medians")
+    ap.add_argument("--modes", default=DEFAULT_MODES,
+                    help="comma-separated, from: %s"
+                    % ", ".join(m.name for m in MODES))
+    ap.add_argument("--baseline", default=DEFAULT_BASELINE)
+    ap.add_argument("--csv-dir", default=os.path.join(ROOT, "bench",
+                                                      "results"))
+    ap.add_argument("--site-dir", default=os.path.join(ROOT, "build",
+                                                       "prefork-site"))
+    ap.add_argument("--startup-timeout", type=float, default=300)
+    ap.add_argument("--stop-timeout", type=float, default=30)
+    ap.add_argument("--install-deps", action="store_true",
+                    help="apt-get install the Debian packages if missing "
+                    "(root)")
+    ap.add_argument("--keep-logs", action="store_true",
+                    help="keep each server's log directory (printed)")
+    args = ap.parse_args()
+    if args.workers < 1 or args.duration < 1 or args.connections < 1 \
+            or args.users < 1 or args.rounds < 1:
+        ap.error("--workers, --duration, --connections, --users, --rounds "
+                 "must be >= 1")
+    by_name = {m.name: m for m in MODES}
+    modes = []
+    for name in [n.strip() for n in args.modes.split(",") if n.strip()]:
+        if name not in by_name:
+            ap.error("unknown mode %r (known: %s)" % (name, ", ".join(by_name)))
+        modes.append(by_name[name])
+    pythons = {"stock": os.path.abspath(args.stock),
+               "cowpy": os.path.abspath(args.cowpy)}
+    for p in pythons.values():
+        if not os.access(p, os.X_OK):
+            ap.error("not an executable: %s" % p)
+
+    check_deps(args.install_deps)
+    base_env = {k: v for k, v in os.environ.items()
+                if not k.startswith("PYTHON")}
+    used = sorted({pythons[m.python] for m in modes})
+    pkgs = build_site(args.site_dir, used, base_env)
+    os.makedirs(args.csv_dir, exist_ok=True)
+
+    print("prefork benchmark: gunicorn %s (sync) --preload -w %d, Flask "
+          "app.py (%d users), wrk -t %d -c %d -d %ds (+%ds warm-up), "
+          "%d round(s)" % (
+              gunicorn_version(),
+              args.workers, args.users, min(2, args.connections),
+              args.connections, args.duration, args.warmup, args.rounds))
+    for name, p in pythons.items():
+        print("  %-5s %s (%s)" % (name, p, version_of(p)))
+    print("  site: %s (%s; markupsafe pure Python)"
+          % (args.site_dir, ", ".join(pkgs)))
+    print("  kernel %s, %d CPUs, THP %s, load average %.2f at start"
+          % (platform.release(), os.cpu_count() or 0,
+             read_first("/sys/kernel/mm/transparent_hugepage/enabled"),
+             os.getloadavg()[0]))
+    sys.stdout.flush()
+
+    results, failures = [], []
+    for rnd in range(1, args.rounds + 1):
+        for mode in modes:
+            log("[round %d] %s: %s" % (rnd, mode.name, mode.desc))
+            try:
+                res = run_mode(mode, pythons[mode.python], args,
+                               args.site_dir, base_env, rnd)
+            except Exception as e:           # keep going with other modes
+                log("  FAILED: %s" % e)
+                failures.append((mode.name, rnd, str(e)))
+                continue
+            s = summarize(res)
+            res["summary"] = s
+            results.append(res)
+            log("  %.0f req/s, %d errors, worker USS mean %.1f MiB, tree "
+                "PSS %.1f MiB, %d tracked objects at import"
+                % (s["rps"], s["errors"], s["uss_mean"], s["tree_pss"],
+                   s["tracked_at_import"] or -1))
+            if s["errors"]:
+                log("  wrk: %s" % res["wrk"]["stdout"].strip()
+                    .replace("\n", "\n  wrk: "))
+
+    aggs = []
+    for mode in modes:
+        rows = [r["summary"] for r in results if r["mode"] == mode.name]
+        if rows:
+            aggs.append(aggregate(rows))
+    if aggs:
+        baseline = args.baseline if any(a["mode"] == args.baseline
+                                        for a in aggs) else aggs[0]["mode"]
+        print()
+        if args.rounds > 1:
+            print("(medians over %d rounds)" % args.rounds)
+        print(fmt_table(aggs, baseline))
+        print()
+        print("collector in the workers (mean per worker over its life, "
+              "warm-up included; wrk latency):")
+        print(fmt_gc_table(aggs))
+        mode_fields = ["mode", "round", "workers", "uss_mean", "uss_max",
+                       "uss_boot_mean", "pss_mean", "worker_rss_mean",
+                       "master_rss", "master_uss", "tree_pss",
+                       "tree_pss_boot", "rps", "requests", "errors",
+                       "non2xx", "socket_errors", "lat_p50_ms", "lat_p99_ms",
+                       "lat_max_ms", "startup_s", "loadavg_start",
+                       "tracked_at_import", "worker_requests", "gc_gen0",
+                       "gc_gen1", "gc_gen2", "gc_shared", "gc_ms",
+                       "gc_max_pause_ms", "killed_at_stop", "python", "env",
+                       "cmd"]
+        write_csv(os.path.join(args.csv_dir, "prefork_modes.csv"),
+                  [r["summary"] for r in results], mode_fields)
+        proc_fields = ["mode", "round", "phase", "role", "pid", "USS", "Pss",
+                       "Rss", "Private_Clean", "Private_Dirty",
+                       "Shared_Clean", "Shared_Dirty", "Anonymous",
+                       "Pss_Anon", "Pss_File", "Swap"]
+        procs = [dict(p, mode=r["mode"], round=r["round"])
+                 for r in results for p in r["procs"]]
+        write_csv(os.path.join(args.csv_dir, "prefork_procs.csv"), procs,
+                  proc_fields)
+        print("\nCSV (kB per process, MiB per mode): %s/prefork_modes.csv, "
+              "prefork_procs.csv" % args.csv_dir)
+    for name, rnd, err in failures:
+        print("FAILED: %s (round %d): %s" % (name, rnd, err.splitlines()[0]))
+    return 1 if failures or not aggs else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
