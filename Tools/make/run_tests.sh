@@ -33,7 +33,9 @@ unittest_step() {
     passed=$((passed + ran - bad)); failed=$((failed + bad))
 }
 
-unittest_step build tests/test_build.py
+for t in tests/test_*.py; do
+    unittest_step "$(basename "$t" .py)" "$t"
+done
 for mod in $(cd Lib/test && ls test_*.py 2>/dev/null | sed 's/\.py$//'); do
     unittest_step "$mod" "test.$mod"
 done

@@ -3,7 +3,8 @@
 Command line (any Python >= 3.9)::
 
     PYTHONPATH=Tools/cowstat python3 -m cowstat PID [--json]
-    PYTHONPATH=Tools/cowstat python3 -m cowstat watch PID --interval S --csv FILE
+    PYTHONPATH=Tools/cowstat python3 -m cowstat watch PID --interval S \
+        --csv FILE
     PYTHONPATH=Tools/cowstat python3 -m cowstat plot FILE --png OUT
 
 Inside a forked worker::

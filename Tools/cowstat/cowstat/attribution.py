@@ -436,8 +436,8 @@ class AttributionReport:
 
 def _format(h, rows):
     kib = PAGE_SIZE // 1024
-    out = ["cowstat attribution: pid %d, parent %s" % (h["pid"],
-                                                      h["parent_pid"])]
+    out = ["cowstat attribution: pid %d, parent %s"
+           % (h["pid"], h["parent_pid"])]
     if h["method"] == "parent":
         out.append(
             "method: parent pagemap (a page is copied when it is present "

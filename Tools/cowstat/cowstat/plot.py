@@ -106,11 +106,15 @@ def load_pyplot(argv):
     if first is not None or os.access(SYSTEM_PYTHON, os.X_OK):
         if SYSTEM_PYTHON not in tried:
             tried.append(SYSTEM_PYTHON)
+    if len(tried) == 1:
+        who = "%s cannot" % tried[0]
+    else:
+        who = "neither %s nor %s can" % tuple(tried)
     raise CowstatError(
-        "plot needs matplotlib, which %s cannot import; install Debian's "
+        "plot needs matplotlib, which %s import; install Debian's "
         "package: apt-get install %s (it serves %s), or pip install "
         "matplotlib for your interpreter"
-        % (" nor ".join(tried), DEBIAN_PACKAGE, SYSTEM_PYTHON))
+        % (who, DEBIAN_PACKAGE, SYSTEM_PYTHON))
 
 
 def plot(csv_path, png_path, argv, title=None):
@@ -124,7 +128,12 @@ def plot(csv_path, png_path, argv, title=None):
     t0 = min(min(s["t"]) for s in series.values())
     fig, (ax_sh, ax_pr) = plt.subplots(2, 1, sharex=True, figsize=(10, 7))
     order = sorted(series, key=lambda p: (series[p]["role"] != "master", p))
-    cmap = plt.get_cmap("tab10" if len(order) <= 10 else "tab20")
+    cmap_name = "tab10" if len(order) <= 10 else "tab20"
+    try:
+        import matplotlib
+        cmap = matplotlib.colormaps[cmap_name]
+    except (AttributeError, KeyError):       # matplotlib < 3.5
+        cmap = plt.get_cmap(cmap_name)
     max_legend = 20
     for n, pid in enumerate(order):
         s = series[pid]
@@ -154,8 +163,8 @@ def plot(csv_path, png_path, argv, title=None):
     try:
         fig.savefig(png_path, dpi=100)
     except OSError as e:
-        raise CowstatError("cannot write %s: %s" % (png_path,
-                                                   e.strerror or e))
+        raise CowstatError("cannot write %s: %s"
+                           % (png_path, e.strerror or e))
     finally:
         plt.close(fig)
     return len(series), bad

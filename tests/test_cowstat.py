@@ -1,0 +1,642 @@
+"""Tests of Tools/cowstat (the cowstat user tool).
+
+Run from the repository root with either interpreter:
+    build/cowpy/bin/python3 -m unittest -v tests/test_cowstat.py
+    build/stock/bin/python3 -m unittest -v tests/test_cowstat.py
+
+Linux only (cowstat reads /proc).  The plot test is skipped when neither
+this Python nor /usr/bin/python3 can import matplotlib.
+"""
+
+import contextlib
+import csv
+import io
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import unittest
+from unittest import mock
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TOOLS = ROOT / "Tools" / "cowstat"
+sys.path.insert(0, str(TOOLS))
+
+from cowstat import attribution, cli, proc  # noqa: E402
+
+PAGE = attribution.PAGE_SIZE
+HAVE_PROC = os.path.exists("/proc/self/pagemap")
+
+
+def tool_env(**extra):
+    env = dict(os.environ)
+    old = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(TOOLS) + (os.pathsep + old if old else "")
+    env.update(extra)
+    return env
+
+
+def run_cowstat(*args, timeout=60, python=None):
+    return subprocess.run(
+        [python or sys.executable, "-m", "cowstat"] + [str(a) for a in args],
+        env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        universal_newlines=True, timeout=timeout)
+
+
+def absent_pid():
+    """A PID that no process has (beyond pid_max)."""
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            return int(f.read()) + 1000
+    except (OSError, ValueError):
+        return 99999999
+
+
+# A parent that forks N children; every process waits until the parent's
+# stdin closes (children poll for their parent's death).
+FAMILY = r"""
+import os, sys, time
+n = int(sys.argv[1])
+parent = os.getpid()
+kids = []
+for i in range(n):
+    pid = os.fork()
+    if pid == 0:
+        junk = bytearray(256 * 1024 * (i + 1))    # some private memory
+        for off in range(0, len(junk), 4096):
+            junk[off] = 1
+        while os.getppid() == parent:
+            time.sleep(0.05)
+        os._exit(0)
+    kids.append(pid)
+print(" ".join(map(str, kids)), flush=True)
+sys.stdin.read()
+import signal
+for k in kids:
+    os.kill(k, signal.SIGTERM)
+for k in kids:
+    os.waitpid(k, 0)
+"""
+
+
+class Family:
+    """Context manager: a FAMILY process with N children."""
+
+    def __init__(self, n=2):
+        self.n = n
+
+    def __enter__(self):
+        self.p = subprocess.Popen([sys.executable, "-c", FAMILY, str(self.n)],
+                                  stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE,
+                                  universal_newlines=True)
+        line = self.p.stdout.readline()
+        self.kids = [int(x) for x in line.split()]
+        self.pid = self.p.pid
+        # Let the children finish touching their memory.
+        time.sleep(0.2)
+        return self
+
+    def __exit__(self, *exc):
+        self.p.stdin.close()
+        self.p.wait(timeout=30)
+        self.p.stdout.close()
+
+
+# --------------------------------------------------------------- attribution
+
+# Run with MALLOC_MMAP_THRESHOLD_=131072 (glibc: a fixed threshold, so
+# blocks of 128 KiB or more get their own page-aligned mmap unless a free
+# heap chunk fits; such blocks are dropped).  The
+# parent builds 6 CowProbeBlock instances of 40 pages each (GC-tracked,
+# slots inline) and a 64-page bytearray (not GC-tracked), then forks.  The
+# child touches exactly these pages:
+#   block 1: head (refcount) + slot pages 5 and 20   -> 3 pages
+#   block 3: head, by writing slot 0 (on the head page) -> 1 page
+#   block 4: head, by taking a reference               -> 1 page
+#   bytearray: 8 buffer pages
+# (If the interpreter made inherited objects immortal at fork, references
+# write no refcounts: only the 3 pages with slot writes are copied.)
+# and reports: the raw pagemap states of those pages (read directly, not
+# through cowstat) and the attribution report, as JSON on stdout.
+ATTRIB = r"""
+import gc, json, os, struct, sys
+from cowstat import attribution
+
+PAGE = attribution.PAGE_SIZE
+NPAGES = 40
+NSLOTS = NPAGES * PAGE // 8
+
+
+class CowProbeBlock:
+    # Zero-padded names: CPython sorts __slots__, so slot k is at offset
+    # 16 + 8 * k from the object's address.
+    __slots__ = tuple("s%06d" % i for i in range(NSLOTS))
+
+
+def pages_of(start, end):
+    return list(range(start // PAGE * PAGE, end, PAGE))
+
+
+try:
+    import ctypes
+except ImportError:
+    ctypes = None
+
+
+def own_mmap(obj, pre):
+    # Did malloc give OBJ a page-aligned mmap of its own?  Even with a
+    # fixed mmap threshold, malloc reuses a large enough free heap chunk.
+    if ctypes is None:
+        return id(obj) % PAGE == pre + 16
+    size_field = ctypes.c_size_t.from_address(id(obj) - pre - 8).value
+    return bool(size_field & 2)             # glibc's IS_MMAPPED bit
+
+
+candidates = [CowProbeBlock() for _ in range(12)]
+PRE = sys.getsizeof(candidates[0]) - candidates[0].__sizeof__()
+# Keep 6 blocks in their own mmaps (no other object shares their pages).
+blocks = [b for b in candidates if own_mmap(b, PRE)][:6]
+del candidates
+n_mmapped = len(blocks)
+if n_mmapped < 6:
+    print(json.dumps({"n_mmapped": n_mmapped}))
+    sys.exit(0)
+buf = bytearray(64 * PAGE)
+buf_addr = None
+if ctypes is not None:
+    buf_addr = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+extents = [(id(b) - PRE, id(b) + blocks[0].__sizeof__()) for b in blocks]
+all_block_pages = sorted(p for s, e in extents for p in pages_of(s, e))
+SLOT_WRITES = {1: [(5 * PAGE) // 8, (20 * PAGE) // 8], 3: [0]}
+heads = set(id(blocks[i]) // PAGE * PAGE for i in (1, 3, 4))
+expected = set()
+for i, slots in SLOT_WRITES.items():
+    for k in slots:
+        expected.add((id(blocks[i]) + 16 + 8 * k) // PAGE * PAGE)
+BUF_PAGES = (3, 9, 17, 33, 40, 50, 60, 62)
+buf_expected = ([(buf_addr + p * PAGE + 100) // PAGE * PAGE
+                 for p in BUF_PAGES] if buf_addr else [])
+
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    gc.disable()
+    os.close(r)
+    for i, slots in SLOT_WRITES.items():
+        for k in slots:
+            setattr(blocks[i], "s%06d" % k, None)
+    keep = blocks[4]
+    # Objects made immortal at fork (PEP 683) get no refcount writes:
+    # then only the slot writes copy pages.
+    immortal = sys.getrefcount(keep) >= 2 ** 30
+    if not immortal:
+        expected |= heads
+    for p in BUF_PAGES:
+        buf[p * PAGE + 100] = 7
+
+    def raw(path, addrs):
+        out = {}
+        with open(path, "rb", buffering=0) as f:
+            for a in addrs:
+                f.seek(a // PAGE * 8)
+                out[a] = struct.unpack("=Q", f.read(8))[0]
+        return out
+
+    mine = raw("/proc/self/pagemap", all_block_pages + buf_expected)
+    theirs = raw("/proc/%d/pagemap" % os.getppid(),
+                 all_block_pages + buf_expected)
+    raw_copied = sorted(
+        a for a in all_block_pages
+        if mine[a] >> 63 & 1 and mine[a] >> 56 & 1 and theirs[a] >> 63 & 1)
+    raw_buf_copied = sorted(
+        a for a in buf_expected if mine[a] >> 63 & 1 and mine[a] >> 56 & 1)
+
+    rep = attribution.report(top=None)
+    name = "__main__.CowProbeBlock"
+    result = {
+        "header": rep.header,
+        "rows": rep.rows,
+        "block_row": [x for x in rep.rows if x["type"] == name],
+        "block_pages": rep.pages.get(name, []),
+        "no_object_pages": rep.pages.get(attribution.NO_OBJECT_ROW, []),
+        "expected": sorted(expected),
+        "immortal": immortal,
+        "raw_copied": raw_copied,
+        "buf_expected": buf_expected,
+        "raw_buf_copied": raw_buf_copied,
+        "n_mmapped": n_mmapped,
+        "text": rep.text,
+    }
+    os.write(w, json.dumps(result).encode())
+    os._exit(0)
+os.close(w)
+chunks = []
+while True:
+    data = os.read(r, 1 << 16)
+    if not data:
+        break
+    chunks.append(data)
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(b"".join(chunks).decode())
+sys.exit(1 if status else 0)
+"""
+
+# The master installs the signal handler and forks; the worker waits for
+# SIGUSR2 and the report file.
+SIGNAL_SCRIPT = r"""
+import os, signal, sys, time
+from cowstat import attribution
+template = sys.argv[1]
+attribution.install_signal_handler(signal.SIGUSR2, template, top=5)
+pid = os.fork()
+if pid == 0:
+    path = template.format(pid=os.getpid())
+    deadline = time.time() + 30
+    while not os.path.exists(path) and time.time() < deadline:
+        time.sleep(0.01)
+    os._exit(0 if os.path.exists(path) else 3)
+time.sleep(0.3)
+os.kill(pid, signal.SIGUSR2)
+_, status = os.waitpid(pid, 0)
+print(pid)
+sys.exit(os.waitstatus_to_exitcode(status)
+         if hasattr(os, "waitstatus_to_exitcode") else status >> 8)
+"""
+
+
+@unittest.skipUnless(HAVE_PROC, "needs Linux /proc/self/pagemap")
+class AttributionTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        env = tool_env(MALLOC_MMAP_THRESHOLD_="131072")
+        env.pop("PYTHONMALLOC", None)
+        p = subprocess.run([sys.executable, "-c", ATTRIB], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, timeout=120)
+        if p.returncode:
+            raise AssertionError("attribution helper failed (%d):\n%s"
+                                 % (p.returncode, p.stderr))
+        cls.result = json.loads(p.stdout)
+
+    def setUp(self):
+        if self.result["n_mmapped"] < 6:
+            self.skipTest("malloc gave only %d of 12 blocks their own mmap "
+                          "(not glibc?)" % self.result["n_mmapped"])
+
+    def test_raw_pagemap_shows_exactly_the_written_pages(self):
+        # The test's own premise, checked without cowstat: the child
+        # copied exactly the 5 expected pages of the blocks.
+        res = self.result
+        self.assertEqual(len(res["expected"]), 3 if res["immortal"] else 5)
+        self.assertEqual(res["raw_copied"], res["expected"])
+
+    def test_block_type_gets_exactly_the_copied_pages(self):
+        res = self.result
+        self.assertEqual(res["header"]["method"], "parent", res["text"])
+        rows = res["block_row"]
+        self.assertEqual(len(rows), 1, res["text"])
+        row = rows[0]
+        k = 3 if res["immortal"] else 5
+        self.assertEqual(row["pages"], k, res["text"])
+        self.assertEqual(row["touched"], k, res["text"])
+        self.assertEqual(row["kib"], k * PAGE // 1024)
+        # Blocks 1, 3 and 4 (block 4 is untouched if immortal).
+        self.assertEqual(row["objects"], 2 if res["immortal"] else 3)
+        self.assertEqual(res["block_pages"], res["expected"])
+
+    def test_untracked_buffer_lands_in_no_object_row(self):
+        res = self.result
+        if not res["buf_expected"]:
+            self.skipTest("ctypes unavailable: cannot locate the buffer")
+        self.assertEqual(res["raw_buf_copied"], res["buf_expected"])
+        missing = set(res["buf_expected"]) - set(res["no_object_pages"])
+        self.assertFalse(missing, res["text"])
+
+    def test_rows_add_up(self):
+        res = self.result
+        h = res["header"]
+        self.assertEqual(sum(r["pages"] for r in res["rows"]),
+                         h["copied_pages"])
+        self.assertEqual(h["copied_kib"], h["copied_pages"] * PAGE // 1024)
+        pages = [r["pages"] for r in res["rows"]]
+        self.assertEqual(pages, sorted(pages, reverse=True))
+        self.assertIn("cowstat attribution: pid", res["text"])
+        self.assertIn("TOTAL", res["text"])
+
+
+@unittest.skipUnless(HAVE_PROC, "needs Linux /proc/self/pagemap")
+class AttributionApiTest(unittest.TestCase):
+
+    def test_bad_arguments(self):
+        for kw in ({"parent_pid": -1}, {"parent_pid": "1"},
+                   {"parent_pid": 0}, {"top": -2}, {"top": "x"}):
+            with self.subTest(kw=kw):
+                with self.assertRaises(ValueError):
+                    attribution.report(**kw)
+
+    def test_unreadable_parent_falls_back_to_exclusive(self):
+        pid = absent_pid()
+        rep = attribution.report(parent_pid=pid, top=3)
+        self.assertEqual(rep.header["method"], "exclusive")
+        self.assertIn("/proc/%d/pagemap" % pid, rep.header["method_note"])
+        self.assertIn("EXCLUSIVE ONLY", rep.text)
+        self.assertLessEqual(len(rep.rows), 4)
+        self.assertEqual(sum(r["pages"] for r in rep.rows),
+                         rep.header["copied_pages"])
+        json.loads(rep.to_json())
+
+    def test_parse_maps(self):
+        maps = textwrap.dedent("""\
+            55d0a0000000-55d0a0021000 rw-p 00000000 00:00 0          [heap]
+            7f0000000000-7f0000100000 rw-p 00000000 00:00 0
+            7f0000100000-7f0000200000 rw-p 00000000 00:00 0          [anon:x]
+            7f0000200000-7f0000300000 rw-p 00001000 08:01 1234       /lib/c.so
+            7f0000300000-7f0000400000 r--p 00000000 00:00 0
+            7f0000400000-7f0000500000 rw-s 00000000 00:01 99  /dev/zero
+            7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0          [stack]
+            garbage line
+            """)
+        regions = attribution.parse_maps(maps)
+        self.assertEqual([r[2] for r in regions],
+                         ["[heap]", "[anon]", "[anon:x]"])
+        self.assertEqual(regions[0][:2], (0x55d0a0000000, 0x55d0a0021000))
+
+    def test_signal_handler_writes_report(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            for ext in ("txt", "json"):
+                template = os.path.join(tmp, "attr-{pid}." + ext)
+                p = subprocess.run(
+                    [sys.executable, "-c", SIGNAL_SCRIPT, template],
+                    env=tool_env(), stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, universal_newlines=True,
+                    timeout=60)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                worker = int(p.stdout.split()[-1])
+                with open(template.format(pid=worker)) as f:
+                    data = f.read()
+                if ext == "json":
+                    doc = json.loads(data)
+                    self.assertEqual(doc["header"]["pid"], worker)
+                    self.assertEqual(doc["header"]["method"], "parent")
+                else:
+                    self.assertIn("cowstat attribution: pid %d" % worker,
+                                  data)
+
+    def test_bad_path_template(self):
+        with self.assertRaises(ValueError):
+            attribution.install_signal_handler(path_template="/tmp/{nope}")
+
+
+# ---------------------------------------------------------- show and errors
+
+@unittest.skipUnless(HAVE_PROC, "needs Linux /proc")
+class ShowTest(unittest.TestCase):
+
+    def test_parent_with_two_children(self):
+        with Family(2) as fam:
+            p = run_cowstat(fam.pid, "--json")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            doc = json.loads(p.stdout)
+            procs = doc["processes"]
+            self.assertEqual(len(procs), 3, procs)
+            self.assertEqual(procs[0]["pid"], fam.pid)
+            self.assertEqual(procs[0]["role"], "master")
+            self.assertEqual(sorted(x["pid"] for x in procs[1:]),
+                             sorted(fam.kids))
+            for x in procs:
+                self.assertEqual(x["ppid"] == fam.pid, x["pid"] != fam.pid)
+                for k in ("uss", "pss", "rss"):
+                    self.assertIsInstance(x[k], int)
+                    self.assertGreater(x[k], 0, (k, x))
+            for k in proc.MEMORY_FIELDS:
+                self.assertEqual(doc["total"][k],
+                                 sum(x[k] for x in procs))
+
+            p = run_cowstat(fam.pid)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            lines = p.stdout.splitlines()
+            self.assertEqual(lines[0].split()[:3], ["PID", "PPID",
+                                                    "COMMAND"])
+            body = [ln for ln in lines[1:] if ln.split()[0].isdigit()]
+            self.assertEqual(len(body), 3, p.stdout)
+            total = [ln for ln in lines if ln.startswith("TOTAL")]
+            self.assertEqual(len(total), 1, p.stdout)
+            self.assertIn("3 processes", total[0])
+
+    def test_nonexistent_pid(self):
+        pid = absent_pid()
+        p = run_cowstat(pid)
+        self.assertEqual(p.returncode, 2)
+        self.assertEqual(p.stderr.strip(),
+                         "cowstat: no process with PID %d" % pid)
+        self.assertEqual(p.stdout, "")
+
+    def test_invalid_pids(self):
+        for bad in ("-5", "abc", "0", "12x", ""):
+            with self.subTest(pid=bad):
+                p = run_cowstat(bad)
+                self.assertEqual(p.returncode, 2)
+                self.assertIn("invalid PID", p.stderr)
+                self.assertNotIn("Traceback", p.stderr)
+
+    def test_thread_id_is_rejected(self):
+        tid = []
+        done = threading.Event()
+
+        def body():
+            tid.append(threading.get_native_id())
+            done.wait(30)
+        t = threading.Thread(target=body)
+        t.start()
+        try:
+            while not tid:
+                time.sleep(0.01)
+            p = run_cowstat(tid[0])
+        finally:
+            done.set()
+            t.join()
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("is a thread of process %d" % os.getpid(), p.stderr)
+
+    def test_permission_denied_names_the_file(self):
+        real = proc._read_text
+
+        def deny(path):
+            if path.endswith("/smaps_rollup"):
+                raise PermissionError(13, "Permission denied", path)
+            return real(path)
+        err = io.StringIO()
+        with mock.patch.object(proc, "_read_text", deny), \
+                contextlib.redirect_stderr(err), \
+                contextlib.redirect_stdout(io.StringIO()):
+            rc = cli.main([str(os.getpid())])
+        self.assertEqual(rc, 2)
+        self.assertIn("/proc/%d/smaps_rollup" % os.getpid(), err.getvalue())
+        self.assertIn("Permission denied", err.getvalue())
+
+    def test_process_exiting_while_read_is_skipped(self):
+        with Family(2) as fam:
+            gone = fam.kids[0]
+            real = proc.read_memory
+
+            def flaky(pid):
+                if pid == gone:
+                    raise proc.ProcessGone(pid)
+                return real(pid)
+            with mock.patch.object(proc, "read_memory", flaky):
+                entries = proc.sample_tree(fam.pid)
+        self.assertEqual([e["pid"] for e in entries],
+                         [fam.pid, fam.kids[1]])
+
+    def test_parse_smaps(self):
+        text = ("7f-8f ---p 0 00:00 0 [rollup]\nRss: 10 kB\nPss: 6 kB\n"
+                "Shared_Clean: 2 kB\nShared_Dirty: 1 kB\n"
+                "Private_Clean: 3 kB\nPrivate_Dirty: 4 kB\nbogus\nSwap: x\n")
+        self.assertEqual(proc.parse_smaps(text),
+                         {"rss": 10, "pss": 6, "uss": 7, "shared_clean": 2,
+                          "shared_dirty": 1})
+        self.assertIsNone(proc.parse_smaps(""))
+
+
+# ------------------------------------------------------------ watch, plot
+
+def matplotlib_python():
+    """An interpreter that can import matplotlib, or None."""
+    for py in (sys.executable, "/usr/bin/python3"):
+        if not os.access(py, os.X_OK):
+            continue
+        r = subprocess.run([py, "-c", "import matplotlib"],
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        if r.returncode == 0:
+            return py
+    return None
+
+
+@unittest.skipUnless(HAVE_PROC, "needs Linux /proc")
+class WatchPlotTest(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+        self.csv = os.path.join(self.tmp.name, "w.csv")
+
+    def read_rows(self):
+        with open(self.csv, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def test_watch_samples_and_plot(self):
+        with Family(2) as fam:
+            p = run_cowstat("watch", fam.pid, "--interval", "0.2",
+                            "--samples", "3", "--csv", self.csv)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rows = self.read_rows()
+        self.assertEqual(len(rows), 9)
+        self.assertGreaterEqual(len({r["timestamp"] for r in rows}), 2)
+        self.assertEqual({r["role"] for r in rows}, {"master", "worker"})
+        self.assertEqual(sorted({int(r["pid"]) for r in rows}),
+                         sorted([fam.pid] + fam.kids))
+        for r in rows:
+            for k in ("rss", "pss", "uss", "shared"):
+                self.assertGreaterEqual(int(r[k]), 0)
+
+        # A second run appends without a second header.
+        with Family(1) as fam:
+            p = run_cowstat("watch", fam.pid, "--interval", "0.1",
+                            "--samples", "2", "--csv", self.csv, "-q")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(self.read_rows()), 9 + 4)
+
+        if matplotlib_python() is None:
+            self.skipTest("matplotlib is not installed (apt-get install "
+                          "python3-matplotlib): plot not tested")
+        png = os.path.join(self.tmp.name, "w.png")
+        p = run_cowstat("plot", self.csv, "--png", png, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(png, "rb") as f:
+            data = f.read()
+        self.assertTrue(data.startswith(b"\x89PNG\r\n\x1a\n"))
+        self.assertGreater(len(data), 1000)
+
+    def test_watch_stops_when_root_exits(self):
+        sleeper = subprocess.Popen([sys.executable, "-c",
+                                    "import time; time.sleep(0.6)"])
+        try:
+            t0 = time.monotonic()
+            p = run_cowstat("watch", sleeper.pid, "--interval", "0.1",
+                            "--duration", "30", "--csv", self.csv, "-q")
+            # The root is our child: a zombie once it exits, which counts
+            # as exited.
+            self.assertLess(time.monotonic() - t0, 20)
+        finally:
+            sleeper.wait()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("exited", p.stderr)
+        self.assertGreaterEqual(len(self.read_rows()), 2)
+
+    def test_watch_sigint_stops_cleanly(self):
+        with Family(1) as fam:
+            w = subprocess.Popen(
+                [sys.executable, "-m", "cowstat", "watch", str(fam.pid),
+                 "--interval", "0.05", "--csv", self.csv, "-q"],
+                env=tool_env(), stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, universal_newlines=True)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and (
+                    not os.path.exists(self.csv)
+                    or len(self.read_rows()) < 4):
+                time.sleep(0.05)
+            w.send_signal(signal.SIGINT)
+            out, err = w.communicate(timeout=30)
+        self.assertEqual(w.returncode, 0, err)
+        self.assertIn("interrupted", err)
+        self.assertNotIn("Traceback", err)
+        rows = self.read_rows()
+        self.assertGreaterEqual(len(rows), 4)
+        self.assertTrue(all(r["shared"] is not None and r["shared"].isdigit()
+                            for r in rows))
+
+    def test_watch_errors(self):
+        p = run_cowstat("watch", absent_pid(), "--csv", self.csv)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("no process with PID", p.stderr)
+        p = run_cowstat("watch", os.getpid(), "--interval", "-1",
+                        "--csv", self.csv)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("invalid interval", p.stderr)
+        p = run_cowstat("watch", os.getpid(), "--samples", "2",
+                        "--duration", "1", "--csv", self.csv)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("not allowed with", p.stderr)
+        with open(self.csv, "w") as f:
+            f.write("a,b,c\n1,2,3\n")
+        p = run_cowstat("watch", os.getpid(), "--samples", "1",
+                        "--csv", self.csv)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("not a cowstat watch CSV", p.stderr)
+
+    def test_plot_errors(self):
+        png = os.path.join(self.tmp.name, "x.png")
+        p = run_cowstat("plot", os.path.join(self.tmp.name, "missing.csv"),
+                        "--png", png)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("cannot read", p.stderr)
+        self.assertIn("missing.csv", p.stderr)
+        with open(self.csv, "w") as f:
+            f.write("a,b,c\n1,2,3\n")
+        p = run_cowstat("plot", self.csv, "--png", png)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("not a cowstat watch CSV", p.stderr)
+        self.assertFalse(os.path.exists(png))
+
+
+if __name__ == "__main__":
+    unittest.main()
