@@ -16,6 +16,7 @@
 #   build/NAME        installed prefixes: build/NAME/bin/python3
 
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 ROOT := $(abspath .)
 B := $(ROOT)/build
 include upstream/pin
@@ -46,7 +47,8 @@ STOCK := $(B)/stock/bin/python3
 COWPY := $(B)/cowpy/bin/python3
 
 .PHONY: all stock cowpy fetch deps demo test test-ours \
-        bench bench-probe bench-gc bench-instructions install export-patches clean distclean
+        bench bench-probe bench-gc bench-instructions \
+        bench-speed bench-instructions-speed install export-patches clean distclean
 
 all: stock cowpy
 
@@ -57,7 +59,7 @@ DEB_BUILD := build-essential pkg-config ccache curl xz-utils git \
     libffi-dev libssl-dev zlib1g-dev libexpat1-dev libbz2-dev liblzma-dev \
     libsqlite3-dev libreadline-dev libncurses-dev libgdbm-dev \
     libgdbm-compat-dev uuid-dev
-DEB_BENCH := gunicorn python3-flask wrk valgrind
+DEB_BENCH := gunicorn python3-flask wrk valgrind python3-matplotlib
 deps:
 	@if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive \
@@ -237,7 +239,20 @@ bench-instructions: all
 	@$(STOCK) bench/gc_instructions.py $(STOCK) $(COWPY) \
 	    | tee $(RESULTS)/gc_instructions.txt
 
-bench: bench-probe bench-gc bench-instructions
+# General speed suite (bench/speed/README.md); SPEED_PROCESSES to override.
+SPEED_PROCESSES ?= 5
+bench-speed: all
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/speed/run.py $(STOCK) $(COWPY) \
+	    --processes $(SPEED_PROCESSES) --csv-dir $(RESULTS) \
+	    --png $(RESULTS)/speed.png | tee $(RESULTS)/speed.txt
+
+bench-instructions-speed: all
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/speed/instructions.py $(STOCK) $(COWPY) \
+	    | tee $(RESULTS)/speed_instructions.txt
+
+bench: bench-probe bench-gc bench-instructions bench-speed
 
 clean:
 	rm -rf $(B)/obj $(B)/stock $(B)/cowpy

@@ -93,6 +93,9 @@ def worker_env():
               "PYTHONUSERBASE"):
         env.pop(k, None)
     env["PYTHONHASHSEED"] = "0"      # same str hashes, same dict layouts
+    # Write no .pyc anywhere: not into the repository, and not through
+    # build/speed-site's symlinks into /usr/lib/python3/dist-packages.
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
 
