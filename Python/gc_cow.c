@@ -774,18 +774,37 @@ immortalize_permanent(PyInterpreterState *interp)
     return w.immortalized;
 }
 
-/* The whole immortalizing freeze: collect (so that garbage is not made
-   immortal), freeze, immortalize.  -1 with an exception on failure. */
-Py_ssize_t
-_PyGC_CowImmortalizingFreeze(PyInterpreterState *interp)
+/* Before any freeze: the automatic shared-collection rule compares the
+   objects promoted since the last shared collection with what the next
+   one will examine.  Without an estimate of the frozen heap, the first
+   automatic full collection after a freeze would scan all of it at once;
+   what moves is at least the oldest generation as last counted (not
+   reset by a freeze: take the larger, so that forking many workers does
+   not count the same heap many times). */
+static void
+note_freeze(GCState *gcstate)
 {
-    (void)PyGC_Collect();
-    _PyGC_Freeze(interp);
-    Py_ssize_t n = immortalize_permanent(interp);
-    if (n < 0) {
-        PyErr_NoMemory();
+    Py_ssize_t moved = gcstate->long_lived_total
+                       + gcstate->long_lived_pending;
+    if (moved > cow.shared_estimate) {
+        cow.shared_estimate = moved;
     }
-    return n;
+}
+
+int
+_PyGC_CowFreeze(PyInterpreterState *interp, int immortalize)
+{
+    if (immortalize) {
+        /* So that garbage is not made immortal. */
+        (void)PyGC_Collect();
+    }
+    note_freeze(&interp->gc);
+    _PyGC_Freeze(interp);
+    if (immortalize && immortalize_permanent(interp) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
 }
 
 
@@ -879,15 +898,7 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
     if (cow.fork_mode == COW_FORK_OFF) {
         return;
     }
-    GCState *gcstate = &interp->gc;
-    /* What moves is at least the oldest generation as last counted (not
-       reset by a freeze: take the larger, so that forking many workers
-       does not count the same heap many times). */
-    Py_ssize_t moved = gcstate->long_lived_total
-                       + gcstate->long_lived_pending;
-    if (moved > cow.shared_estimate) {
-        cow.shared_estimate = moved;
-    }
+    note_freeze(&interp->gc);
     _PyGC_Freeze(interp);
     if (cow.fork_mode == COW_FORK_IMMORTAL) {
         /* Runs no Python code; a failure to grow the walk's stack leaves

@@ -60,10 +60,11 @@ extern int _PyGC_CowPermanentIsVisible(void);
    mode, collect first (finalizers may run). */
 extern void _PyGC_CowPrepareFork(PyInterpreterState *interp);
 
-/* gc.freeze(immortalize=True): collect, freeze, then make every frozen
-   object and everything reachable from it immortal.  Returns the number of
-   objects made immortal, -1 with an exception set on failure. */
-extern Py_ssize_t _PyGC_CowImmortalizingFreeze(PyInterpreterState *interp);
+/* gc.freeze([immortalize=True]): with immortalize, collect first; freeze
+   (noting the frozen heap's size for automatic shared collections); with
+   immortalize, then make every frozen object and everything reachable
+   from it immortal.  -1 with an exception set on failure. */
+extern int _PyGC_CowFreeze(PyInterpreterState *interp, int immortalize);
 
 /* PyOS_BeforeFork(): move every tracked object into the permanent
    generation (O(1) list splices) when freeze-at-fork is on, so neither
