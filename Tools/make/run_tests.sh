@@ -6,6 +6,10 @@
 #   COWPY_SKIP_UPSTREAM=1   only our tests
 #   COWPY_UPSTREAM_ARGS=... extra regrtest arguments (e.g. a test subset)
 set -u
+
+# Everything runs inside main(), which bash reads whole before running it,
+# so editing this file during a run cannot change the running copy.
+main() {
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 cowpy=$root/build/cowpy/bin/python3
@@ -66,3 +70,7 @@ fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
+}
+
+main "$@"
+exit $?
