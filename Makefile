@@ -48,7 +48,7 @@ COWPY := $(B)/cowpy/bin/python3
 
 .PHONY: all stock cowpy fetch deps demo test test-ours \
         bench bench-probe bench-gc bench-instructions \
-        bench-speed bench-instructions-speed install export-patches clean distclean
+        bench-speed bench-instructions-speed bench-prefork install export-patches clean distclean
 
 all: stock cowpy
 
@@ -252,7 +252,17 @@ bench-instructions-speed: all
 	@$(STOCK) bench/speed/instructions.py $(STOCK) $(COWPY) \
 	    | tee $(RESULTS)/speed_instructions.txt
 
-bench: bench-probe bench-gc bench-instructions bench-speed
+# A real pre-fork server: gunicorn --preload + Flask, wrk on loopback,
+# every mode at equal work (bench/prefork/README.md).
+PREFORK_REQUESTS ?= 20000
+PREFORK_MODES ?= stock,stock+hooks,cowpy,cowpy-nofreeze,cowpy-immortal
+bench-prefork: all
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/prefork/run.py $(STOCK) $(COWPY) --csv-dir $(RESULTS) \
+	    --requests $(PREFORK_REQUESTS) --modes $(PREFORK_MODES) \
+	    | tee $(RESULTS)/prefork.txt
+
+bench: bench-probe bench-gc bench-instructions bench-speed bench-prefork
 
 clean:
 	rm -rf $(B)/obj $(B)/stock $(B)/cowpy

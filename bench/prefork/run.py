@@ -1,8 +1,9 @@
 """A real pre-fork server benchmark: gunicorn + Flask under wrk, stock vs cowpy.
 
     python3 bench/prefork/run.py STOCK COWPY [--workers 4] [--duration 20]
-        [--connections 8] [--users 20000] [--rounds 1] [--csv-dir DIR]
-        [--modes stock,stock+hooks,cowpy,cowpy-nofreeze] [--baseline NAME]
+        [--connections 8] [--users 20000] [--requests N] [--rounds 1]
+        [--csv-dir DIR] [--modes stock,stock+hooks,cowpy,cowpy-nofreeze]
+        [--baseline NAME] [--keep-logs]
 
 For each mode, in one run, a fresh server:
 
@@ -48,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -95,6 +97,13 @@ MODES = [
          "cowpy + the stock freeze hooks"),
     Mode("cowpy-stockgc", "cowpy", {"PYTHONCOWGC": "stock"}, [],
          "cowpy with PYTHONCOWGC=stock (should behave as stock)"),
+    Mode("cowpy-immortal", "cowpy", {"PYTHONCOWFORK": "immortal"}, [],
+         "cowpy with PYTHONCOWFORK=immortal (collect, freeze and make the "
+         "inherited heap immortal at fork)"),
+    Mode("cowpy-arena-nofreeze", "cowpy",
+         {"PYTHONCOWGC": "arena", "PYTHONCOWFORK": "off"}, [],
+         "cowpy, every collection via the side arena (a test mode), no "
+         "freeze at fork"),
 ]
 DEFAULT_MODES = "stock,stock+hooks,cowpy,cowpy-nofreeze"
 DEFAULT_BASELINE = "stock+hooks"
@@ -301,6 +310,18 @@ def proc_table():
     return out
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat(pid):
+    """CPU seconds (user + system) and minor page faults of PID."""
+    with open("/proc/%d/stat" % pid) as f:
+        s = f.read()
+    fields = s[s.rindex(")") + 2:].split()   # fields[0] is stat field 3
+    return {"cpu_s": (int(fields[11]) + int(fields[12])) / TICKS,
+            "minflt": int(fields[7])}
+
+
 def children(table, pid):
     return sorted(p for p, (pp, _) in table.items() if pp == pid)
 
@@ -333,10 +354,11 @@ def measure_tree(master):
     for role, pid in procs:
         try:
             sm = smaps_rollup(pid)
+            st = proc_stat(pid)
         except OSError:
             continue
         sm["USS"] = sm.get("Private_Clean", 0) + sm.get("Private_Dirty", 0)
-        out.append({"role": role, "pid": pid, **sm})
+        out.append({"role": role, "pid": pid, **sm, **st})
     return out
 
 
@@ -456,32 +478,56 @@ def stop_server(proc, grace):
 
 
 # ------------------------------------------------------------------ wrk
-def run_wrk(port, args, duration):
+def run_wrk(port, args, duration, budget=0):
     threads = min(2, args.connections)
+    per_thread = -(-budget // threads) if budget else 0
     cmd = ["wrk", "-t", str(threads), "-c", str(args.connections),
-           "-d", "%ds" % duration, "--latency", "-s", SPREAD,
+           "-d", "%ds" % duration, "--timeout", "%ds" % args.wrk_timeout,
+           "--latency", "-s", SPREAD,
            "http://127.0.0.1:%d" % port, "--", str(args.users),
-           str(args.seed)]
-    r = subprocess.run(cmd, capture_output=True, text=True,
-                       timeout=duration + 60)
-    if r.returncode != 0:
-        raise RuntimeError("wrk failed (%d): %s" % (r.returncode, r.stderr))
+           str(args.seed), str(per_thread)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(duration + 60, proc.kill)
+    watchdog.start()
+    lines, done = [], 0
+    try:
+        # With a budget, each wrk thread prints PREFORK_THREAD_DONE when it
+        # has served its share; wrk itself would sleep out --duration, so
+        # SIGINT it then (it stops and reports the time actually spent).
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("PREFORK_THREAD_DONE"):
+                done += 1
+                if done == threads:
+                    proc.send_signal(signal.SIGINT)
+        stderr = proc.stderr.read()
+        proc.wait()
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stdout = "".join(lines)
+    if proc.returncode != 0:
+        raise RuntimeError("wrk failed (%d): %s" % (proc.returncode, stderr))
     res = None
-    for line in r.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("PREFORK_RESULT "):
             res = json.loads(line[len("PREFORK_RESULT "):])
     if res is None:
-        raise RuntimeError("no PREFORK_RESULT in wrk output:\n" + r.stdout)
+        raise RuntimeError("no PREFORK_RESULT in wrk output:\n" + stdout)
     secs = res["duration_us"] / 1e6
     res["rps"] = res["requests"] / secs if secs else 0.0
-    for line in r.stdout.splitlines():        # cross-check wrk's own figure
+    for line in stdout.splitlines():          # cross-check wrk's own figure
         if line.startswith("Requests/sec:"):
             res["wrk_rps"] = float(line.split()[1])
     res["socket_errors"] = res["connect"] + res["read"] + res["write"] + \
         res["timeout"]
     res["non2xx"] = res["status"]
     res["errors"] = res["socket_errors"] + res["non2xx"]
-    res["stdout"] = r.stdout
+    res["stdout"] = stdout
+    res["budget_reached"] = bool(budget) and done == threads
     return res
 
 
@@ -497,16 +543,52 @@ def run_mode(mode, python, args, site, base_env, rnd):
               "env": " ".join("%s=%s" % kv for kv in sorted(mode.env.items())),
               "loadavg_start": os.getloadavg()[0]}
     try:
+        _run_mode(proc, mode, args, result, port, workdir)
+    except BaseException as e:
+        # The server's logs stay for a post-mortem.
+        if isinstance(e, Exception):
+            raise RuntimeError("%s (logs: %s)" % (e, workdir)) from e
+        raise
+    gcstats = []
+    for f in sorted(os.listdir(workdir)):
+        if f.startswith("worker-") and f.endswith(".json"):
+            with open(os.path.join(workdir, f)) as fh:
+                gcstats.append(json.load(fh))
+    result["gcstats"] = gcstats
+    if args.keep_logs:
+        result["workdir"] = workdir
+        log("  logs: %s" % workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def _run_mode(proc, mode, args, result, port, workdir):
+    try:
         t0 = time.monotonic()
         health = wait_ready(proc, port, args.workers, args.startup_timeout,
                             workdir)
         result["startup_s"] = time.monotonic() - t0
         result["health"] = health
         boot = measure_tree(proc.pid)
-        if args.warmup > 0:
+        if args.warmup_requests:
+            # Equal warm-up work too: a faster mode would otherwise read
+            # more of the heap during a fixed-time warm-up.
+            run_wrk(port, args, args.duration, args.warmup_requests)
+        elif args.warmup > 0:
             run_wrk(port, args, args.warmup)
-        wrk = run_wrk(port, args, args.duration)
+        before = {}
+        for pid in children(proc_table(), proc.pid):
+            try:
+                before[pid] = proc_stat(pid)
+            except OSError:
+                pass
+        wrk = run_wrk(port, args, args.duration, args.requests)
         loaded = measure_tree(proc.pid)        # at once, before anything else
+        if args.requests and not wrk["budget_reached"]:
+            log("warning: %s: --duration ended the load before --requests "
+                "%d (%d served)" % (mode.name, args.requests,
+                                    wrk["requests"]))
         result["wrk"] = wrk
         result["procs"] = [dict(p, phase="boot") for p in boot] + \
             [dict(p, phase="loaded") for p in loaded]
@@ -516,23 +598,23 @@ def run_mode(mode, python, args, site, base_env, rnd):
                 "worker died or was restarted" % (mode.name,
                                                   len(workers_now),
                                                   args.workers))
+        # Worker CPU time and minor faults (copy-on-write faults among
+        # them) spent on the measured load, per request: robust to other
+        # load on the machine, unlike req/s.
+        cpu = flt = 0.0
+        for p in loaded:
+            if p["role"] == "worker" and p["pid"] in before:
+                cpu += p["cpu_s"] - before[p["pid"]]["cpu_s"]
+                flt += p["minflt"] - before[p["pid"]]["minflt"]
+        n = max(1, wrk["requests"])
+        result["cpu_ms_per_req"] = 1000.0 * cpu / n
+        result["minflt_per_req"] = flt / n
         boot_workers = {p["pid"] for p in boot if p["role"] == "worker"}
         if boot_workers != set(workers_now):
-            result["restarted_workers"] = True
+            log("warning: %s: the workers after the run are not the ones "
+                "measured at boot (restarted?)" % mode.name)
     finally:
         result["killed_at_stop"] = stop_server(proc, args.stop_timeout)
-    gcstats = []
-    for f in sorted(os.listdir(workdir)):
-        if f.startswith("worker-") and f.endswith(".json"):
-            with open(os.path.join(workdir, f)) as fh:
-                gcstats.append(json.load(fh))
-    result["gcstats"] = gcstats
-    result["log_tail"] = log_tail(workdir, 10)
-    if not args.keep_logs:
-        shutil.rmtree(workdir, ignore_errors=True)
-    else:
-        result["workdir"] = workdir
-    return result
 
 
 def summarize(res):
@@ -560,6 +642,9 @@ def summarize(res):
         "tree_pss": sum(p["Pss"] for p in loaded) / MIB,
         "tree_pss_boot": sum(p["Pss"] for p in boot) / MIB,
         "rps": wrk["rps"], "requests": wrk["requests"],
+        "cpu_ms_per_req": res["cpu_ms_per_req"],
+        "minflt_per_req": res["minflt_per_req"],
+        "wrk_seconds": wrk["duration_us"] / 1e6,
         "errors": wrk["errors"], "non2xx": wrk["non2xx"],
         "socket_errors": wrk["socket_errors"],
         "lat_p50_ms": wrk["lat_p50_us"] / 1000.0,
@@ -586,8 +671,9 @@ def summarize(res):
 NUMERIC_MEDIAN = ("uss_mean", "uss_max", "uss_boot_mean", "pss_mean",
                   "worker_rss_mean", "master_rss", "master_uss", "tree_pss",
                   "tree_pss_boot", "rps", "requests", "errors", "non2xx",
-                  "socket_errors", "lat_p50_ms", "lat_p99_ms", "lat_max_ms",
+                  "socket_errors", "wrk_seconds", "lat_p50_ms", "lat_p99_ms", "lat_max_ms",
                   "startup_s", "worker_requests", "gc_gen0", "gc_gen1",
+                  "cpu_ms_per_req", "minflt_per_req",
                   "gc_gen2", "gc_shared", "gc_ms", "gc_max_pause_ms")
 
 
@@ -616,14 +702,16 @@ def fmt_table(aggs, baseline):
             ("USS max", "MiB", ">"), ("USS boot", "MiB", ">"),
             ("PSS mean", "MiB", ">"), ("master RSS", "MiB", ">"),
             ("tree PSS", "MiB", ">"), ("req/s", "", ">"),
-            ("errors", "", ">"), ("USS", "ratio", ">"),
+            ("requests", "", ">"), ("errors", "", ">"),
+            ("USS", "ratio", ">"),
             ("tree PSS", "ratio", ">"), ("req/s", "ratio", ">")]
     rows = []
     for a in aggs:
         rows.append([a["mode"], "%.1f" % a["uss_mean"], "%.1f" % a["uss_max"],
                      "%.1f" % a["uss_boot_mean"], "%.1f" % a["pss_mean"],
                      "%.1f" % a["master_rss"], "%.1f" % a["tree_pss"],
-                     "%.0f" % a["rps"], "%d" % a["errors"],
+                     "%.0f" % a["rps"], "%d" % a["requests"],
+                     "%d" % a["errors"],
                      ratio(a, "uss_mean"), ratio(a, "tree_pss"),
                      ratio(a, "rps")])
     widths = [max(len(h[0]), len(h[1]), *(len(r[i]) for r in rows))
@@ -642,9 +730,12 @@ def fmt_table(aggs, baseline):
 
 
 def fmt_gc_table(aggs):
-    head = ["mode", "req/worker", "gen0", "gen1", "gen2", "shared",
-            "gc ms", "max pause ms", "p50 ms", "p99 ms"]
-    rows = [[a["mode"], "%.0f" % a["worker_requests"], "%.0f" % a["gc_gen0"],
+    head = ["mode", "CPU ms/req", "faults/req", "req/worker", "gen0",
+            "gen1", "gen2", "shared", "gc ms", "max pause ms", "p50 ms",
+            "p99 ms"]
+    rows = [[a["mode"], "%.2f" % a["cpu_ms_per_req"],
+             "%.1f" % a["minflt_per_req"], "%.0f" % a["worker_requests"],
+             "%.0f" % a["gc_gen0"],
              "%.0f" % a["gc_gen1"], "%.1f" % a["gc_gen2"],
              "%.1f" % a["gc_shared"], "%.1f" % a["gc_ms"],
              "%.1f" % a["gc_max_pause_ms"], "%.1f" % a["lat_p50_ms"],
@@ -695,7 +786,21 @@ def main():
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--duration", type=int, default=20,
                     help="seconds of measured load per mode")
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--requests", type=int, default=0,
+                    help="stop the measured load after this many requests "
+                    "(--duration is then only the upper bound); equal "
+                    "work per mode, so worker memory is comparable even "
+                    "when throughput differs; 0 = fixed duration only")
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="seconds of warm-up load (unmeasured)")
+    ap.add_argument("--warmup-requests", type=int, default=None,
+                    help="warm up with this many requests instead of "
+                    "--warmup seconds; default with --requests: a tenth "
+                    "of it, else 0 (time-based)")
+    ap.add_argument("--wrk-timeout", type=int, default=10,
+                    help="wrk's --timeout in seconds (its default, 2 s, "
+                    "turns a long collector pause into 'timeout' errors "
+                    "instead of latency)")
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--users", type=int, default=20000,
                     help="data set size (PREFORK_USERS; ids spread over it)")
@@ -719,8 +824,11 @@ def main():
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep each server's log directory (printed)")
     args = ap.parse_args()
+    if args.warmup_requests is None:
+        args.warmup_requests = args.requests // 10
     if args.workers < 1 or args.duration < 1 or args.connections < 1 \
-            or args.users < 1 or args.rounds < 1:
+            or args.users < 1 or args.rounds < 1 or args.requests < 0 \
+            or args.warmup_requests < 0:
         ap.error("--workers, --duration, --connections, --users, --rounds "
                  "must be >= 1")
     by_name = {m.name: m for m in MODES}
@@ -743,11 +851,15 @@ def main():
     os.makedirs(args.csv_dir, exist_ok=True)
 
     print("prefork benchmark: gunicorn %s (sync) --preload -w %d, Flask "
-          "app.py (%d users), wrk -t %d -c %d -d %ds (+%ds warm-up), "
-          "%d round(s)" % (
+          "app.py (%d users), wrk -t %d -c %d -d %ds%s --timeout %ds "
+          "(+%s warm-up), %d round(s)" % (
               gunicorn_version(),
               args.workers, args.users, min(2, args.connections),
-              args.connections, args.duration, args.warmup, args.rounds))
+              args.connections, args.duration,
+              " or %d requests" % args.requests if args.requests else "",
+              args.wrk_timeout,
+              "%d requests" % args.warmup_requests if args.warmup_requests
+              else "%ds" % args.warmup, args.rounds))
     for name, p in pythons.items():
         print("  %-5s %s (%s)" % (name, p, version_of(p)))
     print("  site: %s (%s; markupsafe pure Python)"
@@ -799,7 +911,9 @@ def main():
         mode_fields = ["mode", "round", "workers", "uss_mean", "uss_max",
                        "uss_boot_mean", "pss_mean", "worker_rss_mean",
                        "master_rss", "master_uss", "tree_pss",
-                       "tree_pss_boot", "rps", "requests", "errors",
+                       "tree_pss_boot", "rps", "requests", "wrk_seconds",
+                       "cpu_ms_per_req", "minflt_per_req",
+                       "errors",
                        "non2xx", "socket_errors", "lat_p50_ms", "lat_p99_ms",
                        "lat_max_ms", "startup_s", "loadavg_start",
                        "tracked_at_import", "worker_requests", "gc_gen0",
@@ -811,7 +925,7 @@ def main():
         proc_fields = ["mode", "round", "phase", "role", "pid", "USS", "Pss",
                        "Rss", "Private_Clean", "Private_Dirty",
                        "Shared_Clean", "Shared_Dirty", "Anonymous",
-                       "Pss_Anon", "Pss_File", "Swap"]
+                       "Pss_Anon", "Pss_File", "Swap", "cpu_s", "minflt"]
         procs = [dict(p, mode=r["mode"], round=r["round"])
                  for r in results for p in r["procs"]]
         write_csv(os.path.join(args.csv_dir, "prefork_procs.csv"), procs,

@@ -1,7 +1,7 @@
 -- wrk script for bench/prefork: GET /item/<id> with ids drawn uniformly
 -- over the whole data set, so every worker reads all over the inherited heap.
 --
---   wrk -t 2 -c 8 -d 20s --latency -s spread.lua http://127.0.0.1:PORT -- USERS [SEED]
+--   wrk -t 2 -c 8 -d 20s --latency -s spread.lua http://127.0.0.1:PORT -- USERS [SEED [LIMIT]]
 --
 -- Each wrk thread has its own Lua state; setup() numbers them so their
 -- random streams differ but are reproducible (LuaJIT's math.random is
@@ -23,6 +23,23 @@ function init(args)
    if args[1] then n = tonumber(args[1]) end
    if args[2] then seed = tonumber(args[2]) end
    math.randomseed(seed * 1000 + (tid or 0))
+   -- Optional request budget per thread (run.py --requests): a response()
+   -- callback exists only then (wrk parses bodies only if it exists; it
+   -- checks after init), and stops the thread once the budget is served.
+   local limit = tonumber(args[3] or "0")
+   if limit > 0 then
+      local served = 0
+      response = function(status, headers, body)
+         served = served + 1
+         if served == limit then
+            -- run.py interrupts wrk (SIGINT) once every thread said so,
+            -- so wrk's duration, hence req/s, ends with the budget.
+            io.write("PREFORK_THREAD_DONE\n")
+            io.flush()
+            wrk.thread:stop()
+         end
+      end
+   end
 end
 
 function request()
