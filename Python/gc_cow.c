@@ -43,6 +43,7 @@
 #include "pycore_initconfig.h"    // _PyStatus_ERR()
 #include "pycore_interp.h"        // PyInterpreterState.gc
 #include "pycore_object.h"        // _PyObject_IS_GC()
+#include "pycore_pyerrors.h"      // _PyErr_GetRaisedException()
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
 #include "pycore_unicodeobject.h" // _PyUnicode_InternImmortal()
 
@@ -791,12 +792,23 @@ note_freeze(GCState *gcstate)
     }
 }
 
+/* A full collection even while the collector is disabled (PyGC_Collect()
+   would do nothing then, and pre-fork recipes disable it in the parent):
+   garbage must not be made immortal, it could never be freed. */
+static void
+collect_before_immortalizing(void)
+{
+    PyThreadState *tstate = _PyThreadState_GET();
+    PyObject *exc = _PyErr_GetRaisedException(tstate);
+    (void)_PyGC_Collect(tstate, NUM_GENERATIONS - 1, _Py_GC_REASON_MANUAL);
+    _PyErr_SetRaisedException(tstate, exc);
+}
+
 int
 _PyGC_CowFreeze(PyInterpreterState *interp, int immortalize)
 {
     if (immortalize) {
-        /* So that garbage is not made immortal. */
-        (void)PyGC_Collect();
+        collect_before_immortalizing();
     }
     note_freeze(&interp->gc);
     _PyGC_Freeze(interp);
@@ -888,7 +900,7 @@ _PyGC_CowPrepareFork(PyInterpreterState *interp)
     /* Collect before immortalizing, so that garbage is not made immortal.
        Here, before PyOS_BeforeFork() takes its locks: finalizers may run. */
     if (cow.fork_mode == COW_FORK_IMMORTAL) {
-        (void)PyGC_Collect();
+        collect_before_immortalizing();
     }
 }
 

@@ -628,6 +628,24 @@ class ImmortalizeTests(CowTestCase):
         """)
         self.assertEqual(res, [True, True])
 
+    def test_garbage_collected_first_even_when_disabled(self):
+        res = self.check_in_subprocess("""
+            import gc, json, os, weakref
+            class Node: pass
+            gc.disable()                # as the stock pre-fork recipe does
+            g = Node(); g.me = g; gw = weakref.ref(g); del g
+            gc.freeze(immortalize=True)
+            first = gw() is None
+            gc.set_fork_mode("immortal")
+            h = Node(); h.me = h; hw = weakref.ref(h); del h
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+            print(json.dumps([first, hw() is None, gc.isenabled()]))
+        """)
+        self.assertEqual(res, [True, True, False])
+
     def test_deep_graph_no_recursion(self):
         res = self.check_in_subprocess("""
             import gc, json
