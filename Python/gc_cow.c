@@ -1051,23 +1051,35 @@ PyDoc_STRVAR(set_cow_mode__doc__,
 "Freeze-at-fork is a separate switch (set_freeze_at_fork()); only at\n"
 "start-up does the stock mode also turn it off by default.");
 
-static PyObject *
-gc_set_cow_mode(PyObject *module, PyObject *arg)
+/* The index of str argument `arg` in `names`; -1 with TypeError or
+   ValueError (listing `expected`) set. */
+static int
+choice_arg(PyObject *arg, const char *fname, const char *const *names,
+           const char *expected)
 {
     if (!PyUnicode_Check(arg)) {
         PyErr_Format(PyExc_TypeError,
-                     "set_cow_mode() argument must be str, not %T", arg);
-        return NULL;
+                     "%s() argument must be str, not %T", fname, arg);
+        return -1;
     }
-    const char *s = PyUnicode_AsUTF8(arg);
-    if (s == NULL) {
-        return NULL;
+    const char *str = PyUnicode_AsUTF8(arg);
+    if (str == NULL) {
+        return -1;
     }
-    int m = choice_index(s, mode_names);
+    int i = choice_index(str, names);
+    if (i < 0) {
+        PyErr_Format(PyExc_ValueError, "%s() argument must be %s, not %R",
+                     fname, expected, arg);
+    }
+    return i;
+}
+
+static PyObject *
+gc_set_cow_mode(PyObject *module, PyObject *arg)
+{
+    int m = choice_arg(arg, "set_cow_mode", mode_names,
+                       "'default', 'arena' or 'stock'");
     if (m < 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "set_cow_mode() argument must be 'default', 'arena' "
-                     "or 'stock', not %R", arg);
         return NULL;
     }
     cow.mode = m;
@@ -1137,20 +1149,9 @@ PyDoc_STRVAR(set_fork_mode__doc__,
 static PyObject *
 gc_set_fork_mode(PyObject *module, PyObject *arg)
 {
-    if (!PyUnicode_Check(arg)) {
-        PyErr_Format(PyExc_TypeError,
-                     "set_fork_mode() argument must be str, not %T", arg);
-        return NULL;
-    }
-    const char *str = PyUnicode_AsUTF8(arg);
-    if (str == NULL) {
-        return NULL;
-    }
-    int m = choice_index(str, fork_names);
+    int m = choice_arg(arg, "set_fork_mode", fork_names,
+                       "'off', 'freeze' or 'immortal'");
     if (m < 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "set_fork_mode() argument must be 'off', 'freeze' or "
-                     "'immortal', not %R", arg);
         return NULL;
     }
     cow.fork_mode = m;

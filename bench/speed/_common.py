@@ -46,6 +46,7 @@ WORKER = r'''
 import gc, importlib.util, json, resource, sys, time
 path, scale, warmup = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 opts, do_run = json.loads(sys.argv[4]), sys.argv[5] == "1"
+sys.path.append(__import__("os").path.dirname(path))  # shared helpers
 spec = importlib.util.spec_from_file_location("speed_workload", path)
 mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mod)

@@ -22,6 +22,8 @@ Variants (chosen by setup(immortalize=...), reported as `freeze`):
 import gc
 import random
 
+from _gcscale import scaled_threshold
+
 RECORDS = 200_000            # frozen heap: ~5 tracked objects per record
 ROUNDS = 160_000             # request-like rounds per run() at scale 1.0
 CACHE = 20_000               # rolling cache of surviving entries
@@ -32,15 +34,6 @@ _gc_before = None
 _gc_after = None
 
 
-def scaled_threshold(scale):
-    """Below scale 1, lower the young-generation threshold in proportion
-    (at least 50), so a reduced run (--quick, callgrind) keeps about the
-    same number of young/middle/full collections as a full one, each over
-    fewer objects.  Returns the thresholds to restore."""
-    old = gc.get_threshold()
-    if scale < 1.0 and old[0] > 0:
-        gc.set_threshold(max(50, int(old[0] * scale)), *old[1:])
-    return old
 
 
 class Record:

@@ -13,18 +13,11 @@ sees.  The heap is released (by reference counting) at the end of run().
 import gc
 import random
 
+from _gcscale import scaled_threshold
+
 RECORDS = 200_000
 
 
-def scaled_threshold(scale):
-    """Below scale 1, lower the young-generation threshold in proportion
-    (at least 50), so a reduced run (--quick, callgrind) keeps about the
-    same number of young/middle/full collections as a full one, each over
-    fewer objects.  Returns the thresholds to restore."""
-    old = gc.get_threshold()
-    if scale < 1.0 and old[0] > 0:
-        gc.set_threshold(max(50, int(old[0] * scale)), *old[1:])
-    return old
 
 
 class Record:
