@@ -470,6 +470,9 @@ static void
 arena_mark(cow_arena *a, PyGC_Head **lists, int nlists)
 {
     FOR_EACH_IN_SET(lists, nlists, gc) {
+        if (_Py_IsImmortal(FROM_GC(gc))) {
+            continue;           /* not in the table: nothing to look up */
+        }
         arena_ring_push(a, (uintptr_t)gc, 0, ACT_SCAN);
         while (a->top != STACK_END) {
             traverse_slot(a, arena_pop(a), visit_mark_arena);
