@@ -30,6 +30,22 @@ Optional: PREFORK_STATS_DIR=DIR makes every forked worker write
 DIR/worker-PID.json at exit: requests served, collections per generation
 since the fork, time spent in the collector (gc.callbacks) and, under
 cowpy, gc.get_shared_stats().  Only stock APIs are required.
+
+Optional: COWPY_BENCH_ATTRIBUTION_DIR=DIR (with Tools/cowstat on
+PYTHONPATH) installs cowstat's attribution signal handler in the master at
+import (so it needs --preload; the workers inherit it): a forked worker that
+receives COWPY_BENCH_ATTRIBUTION_SIGNAL (a number; default SIGPWR, which
+gunicorn 20.1 leaves alone in the master and in its workers, unlike SIGUSR2,
+which the master uses for re-exec and the worker resets to SIG_DFL, i.e.
+death) writes DIR/attribution-PID.json: the pages it copied from the master,
+by object type.  Before the report the worker records its collector
+statistics as they are (what it writes at exit), disables the collector for
+the report's duration and, on stock CPython with a frozen heap, calls
+gc.unfreeze() so that gc.get_objects() lists the inherited objects (cowpy
+lists frozen objects itself); COWPY_BENCH_ATTRIBUTION_UNFREEZE=0 skips that.
+DIR/attribution-PID.meta.json says what was done.  Meant to be sent once,
+after the measurements: the report itself copies pages (it walks every
+object) and the worker is not meant to serve more requests afterwards.
 """
 
 # A broad stdlib import set, as a real service has (each module's code,
@@ -356,9 +372,7 @@ def _after_fork_in_child():
     gc.callbacks.append(_gc_callback)
 
 
-def _write_stats():
-    if _base.get("pid") != os.getpid():
-        return                        # the master, or a grandchild
+def _collect_stats():
     now = gc.get_stats()
     out = {"pid": os.getpid(), "requests": REQUESTS,
            "collections": [a["collections"] - b["collections"]
@@ -377,6 +391,22 @@ def _write_stats():
             k: now_shared[k] - _base["shared"].get(k, 0)
             for k in ("collections", "collected", "arena_collections",
                       "fallbacks") if k in now_shared}
+    return out
+
+
+def _freeze_stats():
+    """Keep the statistics as they are now: what _write_stats writes at
+    exit (the attribution report runs after the measurements and must not
+    show up in them)."""
+    if _STATS_DIR and _base.get("pid") == os.getpid() \
+            and "final" not in _base:
+        _base["final"] = _collect_stats()
+
+
+def _write_stats():
+    if _base.get("pid") != os.getpid():
+        return                        # the master, or a grandchild
+    out = _base.get("final") or _collect_stats()
     path = os.path.join(_STATS_DIR, f"worker-{os.getpid()}.json")
     with open(path + ".tmp", "w") as f:
         json.dump(out, f)
@@ -387,3 +417,65 @@ if _STATS_DIR:
     import atexit
     os.register_at_fork(after_in_child=_after_fork_in_child)
     atexit.register(_write_stats)
+
+
+# ------------------------------------------------------------ attribution
+_ATTRIBUTION_DIR = os.environ.get("COWPY_BENCH_ATTRIBUTION_DIR")
+_forked = {"pid": None}
+
+
+def _install_attribution(directory):
+    import signal
+    import sys
+    # Imported here, in the master, before the fork: importing it in the
+    # worker just before the report would itself write to inherited pages.
+    from cowstat import attribution        # Tools/cowstat on PYTHONPATH
+
+    signum = int(os.environ.get("COWPY_BENCH_ATTRIBUTION_SIGNAL")
+                 or signal.SIGPWR)
+    unfreeze = os.environ.get("COWPY_BENCH_ATTRIBUTION_UNFREEZE", "1") != "0"
+    is_cowpy = hasattr(gc, "get_shared_stats")
+    attribution.install_signal_handler(
+        signum=signum,
+        path_template=os.path.join(directory, "attribution-{pid}.json"),
+        top=None)                          # every type: the runner averages
+    report_handler = signal.getsignal(signum)
+
+    def handler(sig, frame):
+        if _forked["pid"] != os.getpid():
+            return          # the master (or a process forked before import)
+        enabled = gc.isenabled()
+        gc.disable()        # no collection caused by the report's objects
+        _freeze_stats()
+        frozen = gc.get_freeze_count()
+        unfrozen = False
+        try:
+            if unfreeze and not is_cowpy and frozen:
+                # Stock gc.get_objects() does not list the permanent
+                # generation; merging it back writes at most three GC
+                # headers (the two list ends), before the snapshot.
+                gc.unfreeze()
+                unfrozen = True
+            report_handler(sig, frame)    # snapshot, walk, write the file
+            # Written after the report, so as not to allocate before its
+            # snapshot.
+            meta = {"pid": os.getpid(), "ppid": os.getppid(),
+                    "python": sys.version.split()[0]
+                    + (" (cowpy)" if is_cowpy else ""),
+                    "frozen_before": frozen, "unfrozen": unfrozen,
+                    "gc_enabled": enabled, "requests": REQUESTS}
+            path = os.path.join(directory, f"attribution-{os.getpid()}")
+            with open(path + ".meta.json.tmp", "w") as f:
+                json.dump(meta, f)
+            os.replace(path + ".meta.json.tmp", path + ".meta.json")
+        finally:
+            if enabled:
+                gc.enable()
+
+    signal.signal(signum, handler)
+
+
+if _ATTRIBUTION_DIR:
+    os.register_at_fork(
+        after_in_child=lambda: _forked.__setitem__("pid", os.getpid()))
+    _install_attribution(_ATTRIBUTION_DIR)

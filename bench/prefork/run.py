@@ -3,7 +3,7 @@
     python3 bench/prefork/run.py STOCK COWPY [--workers 4] [--duration 20]
         [--connections 8] [--users 20000] [--requests N] [--rounds 1]
         [--csv-dir DIR] [--modes stock,stock+hooks,cowpy,cowpy-nofreeze]
-        [--baseline NAME] [--keep-logs]
+        [--baseline NAME] [--keep-logs] [--no-attribution]
 
 For each mode, in one run, a fresh server:
 
@@ -23,6 +23,14 @@ errors, ratios against the baseline mode, stock+hooks by default), and one
 table of collector activity in the workers.  CSV: DIR/prefork_modes.csv
 (one row per mode and round) and DIR/prefork_procs.csv (one row per process
 and phase).  See bench/prefork/README.md.
+
+Attribution (on by default, --no-attribution to skip): the servers run
+with Tools/cowstat on PYTHONPATH and COWPY_BENCH_ATTRIBUTION_DIR set, so
+app.py installs cowstat's attribution handler (ATTRIBUTION_SIGNAL).  After
+the "loaded" measurement, every worker gets the signal and writes which
+object types sit on the pages it copied from the master; the runner waits
+(--attribution-timeout) and prints, per mode, the top rows averaged over the
+workers, and writes DIR/prefork_attribution.csv.
 
 Dependencies come from Debian only (bench/prefork/debian-packages.txt:
 gunicorn, python3-flask, wrk).  Debian's pure-Python packages target its
@@ -54,6 +62,15 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+COWSTAT = os.path.join(ROOT, "Tools", "cowstat")
+# The signal that makes a worker write its attribution report.  gunicorn
+# 20.1 takes HUP QUIT INT TERM TTIN TTOU USR1 USR2 WINCH in the master
+# (USR2: re-exec) and resets ABRT HUP QUIT INT TERM USR1 USR2 WINCH CHLD to
+# SIG_DFL in every worker before installing its own handlers (so a USR2
+# handler inherited from the master is gone, and USR2 kills the worker).
+# SIGPWR is in neither list: the handler app.py installs in the master at
+# import is inherited by the workers and stays.
+ATTRIBUTION_SIGNAL = getattr(signal, "SIGPWR", None) or signal.SIGRTMIN + 5
 DIST = "/usr/lib/python3/dist-packages"
 FREEZE_HOOKS = os.path.join(HERE, "freeze_hooks.py")
 SPREAD = os.path.join(HERE, "spread.lua")
@@ -379,9 +396,15 @@ def http_get(port, path, timeout=2.0):
         conn.close()
 
 
-def server_env(base_env, site, mode, users, stats_dir):
+def server_env(base_env, site, mode, users, stats_dir, attribution_dir=None):
     env = {k: v for k, v in base_env.items() if not k.startswith("PYTHON")}
-    env.update(PYTHONPATH=os.pathsep.join([HERE, site]),
+    path = [HERE, site]
+    if attribution_dir:
+        path.append(COWSTAT)
+        env.update(COWPY_BENCH_ATTRIBUTION_DIR=attribution_dir,
+                   COWPY_BENCH_ATTRIBUTION_SIGNAL=str(int(
+                       ATTRIBUTION_SIGNAL)))
+    env.update(PYTHONPATH=os.pathsep.join(path),
                PYTHONHASHSEED="0",          # same dict layouts every run
                PYTHONDONTWRITEBYTECODE="1",  # bytecode is precompiled
                PREFORK_USERS=str(users),
@@ -397,7 +420,8 @@ def start_server(python, mode, args, site, base_env, port, workdir):
            "--error-logfile", os.path.join(workdir, "gunicorn.log"),
            "--timeout", "120", "--graceful-timeout", "15",
            *mode.gunicorn_args, "app:app"]
-    env = server_env(base_env, site, mode, args.users, workdir)
+    env = server_env(base_env, site, mode, args.users, workdir,
+                     workdir if args.attribution else None)
     out = open(os.path.join(workdir, "stdout.log"), "wb")
     proc = subprocess.Popen(cmd, cwd=HERE, env=env, stdout=out,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -475,6 +499,157 @@ def stop_server(proc, grace):
         raise RuntimeError("processes of group %d survived SIGKILL: %s"
                            % (pgid, group_members(pgid)))
     return killed
+
+
+# ------------------------------------------------------------------ attribution
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def collect_attribution(pids, workdir, timeout, mode_name):
+    """Send ATTRIBUTION_SIGNAL to every worker at once and wait up to
+    TIMEOUT seconds for their reports (app.py writes
+    attribution-PID.json, then attribution-PID.meta.json last).
+
+    Returns {"reports": [...], "missing": [pids], "seconds": s}; a report
+    is {"pid", "header", "rows", "meta"} or {"pid", "error"}."""
+    t0 = time.monotonic()
+    pending = set()
+    for pid in pids:
+        try:
+            os.kill(pid, ATTRIBUTION_SIGNAL)
+            pending.add(pid)
+        except ProcessLookupError:
+            log("warning: %s: worker %d exited before the attribution "
+                "signal" % (mode_name, pid))
+    reports = []
+    deadline = t0 + timeout
+    while pending and time.monotonic() < deadline:
+        time.sleep(0.2)
+        for pid in sorted(pending):
+            base = os.path.join(workdir, "attribution-%d" % pid)
+            if not os.path.exists(base + ".meta.json"):
+                continue
+            pending.discard(pid)
+            rep = {"pid": pid}
+            text = None
+            try:
+                with open(base + ".meta.json") as f:
+                    rep["meta"] = json.load(f)
+                with open(base + ".json") as f:
+                    text = f.read()
+                data = json.loads(text)
+                rep["header"], rep["rows"] = data["header"], data["rows"]
+            except (OSError, ValueError, KeyError) as e:
+                # cowstat writes its failure message as text into the file.
+                rep["error"] = (text or repr(e)).strip()
+                log("warning: %s: worker %d attribution failed: %s"
+                    % (mode_name, pid, rep["error"]))
+            reports.append(rep)
+    seconds = time.monotonic() - t0
+    if pending:
+        log("warning: %s: no attribution report from worker(s) %s after "
+            "%.0f s" % (mode_name, sorted(pending), timeout))
+    log("  attribution: %d report(s) in %.1f s" % (
+        sum(1 for r in reports if "rows" in r), seconds))
+    return {"reports": reports, "missing": sorted(pending),
+            "seconds": seconds}
+
+
+def summarize_attribution(results, mode_name, top):
+    """Mean over the workers (of every round) of MODE_NAME's reports."""
+    reps = [r for res in results if res["mode"] == mode_name
+            for r in res.get("attribution", {}).get("reports", [])
+            if "rows" in r]
+    missing = sum(len(res.get("attribution", {}).get("missing", []))
+                  + sum(1 for r in res.get("attribution", {})
+                        .get("reports", []) if "rows" not in r)
+                  for res in results if res["mode"] == mode_name)
+    if not reps:
+        return {"mode": mode_name, "workers": 0, "missing": missing}
+    n = len(reps)
+    per_type = {}
+    for i, r in enumerate(reps):
+        for row in r["rows"]:
+            d = per_type.setdefault(row["type"], {
+                "pages": [0] * n, "touched": [0] * n, "objects": [0] * n})
+            d["pages"][i] = row["pages"]
+            d["touched"][i] = row["touched"] or 0
+            d["objects"][i] = row["objects"] or 0
+    totals = [r["header"]["copied_pages"] for r in reps]
+
+    def mib(pages):
+        return pages * PAGE_SIZE / 2.0 ** 20
+
+    rows = []
+    for name, d in per_type.items():
+        rows.append({"type": name,
+                     "pages_mean": statistics.fmean(d["pages"]),
+                     "pages_min": min(d["pages"]),
+                     "pages_max": max(d["pages"]),
+                     "touched_mean": statistics.fmean(d["touched"]),
+                     "objects_mean": statistics.fmean(d["objects"])})
+    rows.sort(key=lambda r: (-r["pages_mean"], r["type"]))
+    total = statistics.fmean(totals)
+    shown = rows[:top]
+    rest = rows[top:]
+    if rest:
+        other = [sum(x) for x in zip(*(per_type[r["type"]]["pages"]
+                                       for r in rest))]
+        shown.append({"type": "(%d other types)" % len(rest),
+                      "pages_mean": statistics.fmean(other),
+                      "pages_min": min(other), "pages_max": max(other),
+                      "touched_mean": None, "objects_mean": None})
+    shown.append({"type": "TOTAL", "pages_mean": total,
+                  "pages_min": min(totals), "pages_max": max(totals),
+                  "touched_mean": None, "objects_mean": None})
+    for rank, r in enumerate(shown, 1):
+        r["rank"] = rank if rank <= top else ""
+        r["mib_mean"] = mib(r["pages_mean"])
+        r["share"] = r["pages_mean"] / total if total else 0.0
+    headers = [r["header"] for r in reps]
+    metas = [r.get("meta", {}) for r in reps]
+    return {
+        "mode": mode_name, "workers": n, "missing": missing, "rows": shown,
+        "copied_pages_mean": total,
+        "methods": sorted({h["method"] for h in headers}),
+        "new_pages_mean": statistics.fmean(h["new_pages"] for h in headers),
+        "walked_mean": statistics.fmean(h["objects_walked"]
+                                        for h in headers),
+        "walk_s_mean": statistics.fmean(h["walk_seconds"] for h in headers),
+        "snapshot_s_mean": statistics.fmean(h["snapshot_seconds"]
+                                            for h in headers),
+        "objects_note": headers[0]["objects_note"],
+        "frozen_before": max(m.get("frozen_before", 0) for m in metas),
+        "unfrozen": any(m.get("unfrozen") for m in metas),
+    }
+
+
+def fmt_attribution(att, uss_mean):
+    if not att["workers"]:
+        return "%s: no attribution report (%d missing or failed)" % (
+            att["mode"], att["missing"])
+    out = ["%s: %d worker(s)%s, copied %.0f pages = %.1f MiB per worker "
+           "(worker USS mean %.1f MiB); method %s; %.0f objects walked "
+           "in %.1f s%s" % (
+               att["mode"], att["workers"],
+               " (%d missing or failed)" % att["missing"]
+               if att["missing"] else "",
+               att["copied_pages_mean"],
+               att["copied_pages_mean"] * PAGE_SIZE / 2.0 ** 20,
+               uss_mean, "/".join(att["methods"]), att["walked_mean"],
+               att["walk_s_mean"],
+               "; gc.unfreeze() of %d frozen objects before the report"
+               % att["frozen_before"] if att["unfrozen"] else "")]
+    width = max(len("type"), *(len(r["type"]) for r in att["rows"]))
+    fmt = "  %-*s  %9s  %7s  %6s  %15s"
+    out.append(fmt % (width, "type", "pages", "MiB", "share",
+                      "pages min..max"))
+    for r in att["rows"]:
+        out.append(fmt % (width, r["type"], "%.0f" % r["pages_mean"],
+                          "%.1f" % r["mib_mean"],
+                          "%.1f%%" % (100.0 * r["share"]),
+                          "%d..%d" % (r["pages_min"], r["pages_max"])))
+    return "\n".join(out)
 
 
 # ------------------------------------------------------------------ wrk
@@ -613,6 +788,12 @@ def _run_mode(proc, mode, args, result, port, workdir):
         if boot_workers != set(workers_now):
             log("warning: %s: the workers after the run are not the ones "
                 "measured at boot (restarted?)" % mode.name)
+        if args.attribution:
+            # After every measurement above: the report walks the heap
+            # (CPU, and page copies of its own); the workers keep the
+            # collector statistics they had before it (app.py).
+            result["attribution"] = collect_attribution(
+                workers_now, workdir, args.attribution_timeout, mode.name)
     finally:
         result["killed_at_stop"] = stop_server(proc, args.stop_timeout)
 
@@ -823,14 +1004,30 @@ def main():
                     "(root)")
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep each server's log directory (printed)")
+    ap.add_argument("--attribution", action=argparse.BooleanOptionalAction,
+                    default=True,
+                    help="after the measurements, have every worker write "
+                    "cowstat's attribution report (pages copied from the "
+                    "master, by object type) and print the top rows per "
+                    "mode (default: on)")
+    ap.add_argument("--attribution-timeout", type=float, default=30,
+                    help="seconds to wait for the workers' reports")
+    ap.add_argument("--attribution-top", type=int, default=6,
+                    help="attribution rows shown per mode")
     args = ap.parse_args()
     if args.warmup_requests is None:
         args.warmup_requests = args.requests // 10
     if args.workers < 1 or args.duration < 1 or args.connections < 1 \
             or args.users < 1 or args.rounds < 1 or args.requests < 0 \
-            or args.warmup_requests < 0:
-        ap.error("--workers, --duration, --connections, --users, --rounds "
-                 "must be >= 1")
+            or args.warmup_requests < 0 or args.attribution_top < 1 \
+            or args.attribution_timeout <= 0:
+        ap.error("--workers, --duration, --connections, --users, --rounds, "
+                 "--attribution-top must be >= 1, --requests and "
+                 "--warmup-requests >= 0, --attribution-timeout > 0")
+    if args.attribution and not os.path.isfile(
+            os.path.join(COWSTAT, "cowstat", "attribution.py")):
+        ap.error("--attribution needs %s (or use --no-attribution)"
+                 % COWSTAT)
     by_name = {m.name: m for m in MODES}
     modes = []
     for name in [n.strip() for n in args.modes.split(",") if n.strip()]:
@@ -930,8 +1127,35 @@ def main():
                  for r in results for p in r["procs"]]
         write_csv(os.path.join(args.csv_dir, "prefork_procs.csv"), procs,
                   proc_fields)
+        csvs = "prefork_procs.csv"
+        if args.attribution:
+            print()
+            print("attribution (cowstat, after the load and the memory "
+                  "readings): pages each worker copied from the master, by "
+                  "the object type with the most bytes on the page; mean "
+                  "over the workers%s, top %d types:"
+                  % (" of every round" if args.rounds > 1 else "",
+                     args.attribution_top))
+            att_rows = []
+            for a in aggs:
+                att = summarize_attribution(results, a["mode"],
+                                            args.attribution_top)
+                print(fmt_attribution(att, a["uss_mean"]))
+                for r in att.get("rows", []):
+                    att_rows.append(dict(
+                        r, mode=a["mode"], workers=att["workers"],
+                        copied_pages_mean=att["copied_pages_mean"],
+                        method="/".join(att["methods"]),
+                        unfrozen=att["unfrozen"]))
+            write_csv(os.path.join(args.csv_dir, "prefork_attribution.csv"),
+                      att_rows, ["mode", "rank", "type", "pages_mean",
+                                 "mib_mean", "share", "pages_min",
+                                 "pages_max", "touched_mean",
+                                 "objects_mean", "workers",
+                                 "copied_pages_mean", "method", "unfrozen"])
+            csvs += ", prefork_attribution.csv"
         print("\nCSV (kB per process, MiB per mode): %s/prefork_modes.csv, "
-              "prefork_procs.csv" % args.csv_dir)
+              "%s" % (args.csv_dir, csvs))
     for name, rnd, err in failures:
         print("FAILED: %s (round %d): %s" % (name, rnd, err.splitlines()[0]))
     return 1 if failures or not aggs else 0

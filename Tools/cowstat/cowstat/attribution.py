@@ -571,9 +571,14 @@ def report(parent_pid=None, top=20, follow_referents=False):
 # ---------------------------------------------------------- signal handler
 
 DEFAULT_PATH_TEMPLATE = "/tmp/cowstat-attribution-{pid}.txt"
+# Not SIGUSR1/SIGUSR2: pre-fork servers use them (gunicorn's master
+# re-executes on SIGUSR2 and its workers reset it to the default action,
+# which kills them).  SIGPWR is caught by gunicorn workers and ignored by
+# its master.
+DEFAULT_SIGNAL = getattr(signal, "SIGPWR", signal.SIGUSR2)
 
 
-def install_signal_handler(signum=signal.SIGUSR2,
+def install_signal_handler(signum=DEFAULT_SIGNAL,
                            path_template=DEFAULT_PATH_TEMPLATE, top=20,
                            parent_pid=None, follow_referents=False):
     """Write a report to a file whenever this process receives SIGNUM.
