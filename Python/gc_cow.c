@@ -1046,8 +1046,9 @@ PyDoc_STRVAR(get_cow_mode__doc__,
 "Return how the collector finds garbage: 'default', 'arena' or 'stock'.\n"
 "\n"
 "default: collections that include the permanent generation (gc.collect()\n"
-"  and automatic shared collections) use the side arena and write nothing\n"
-"  into surviving objects; all other collections are stock.\n"
+"  and automatic shared collections) use the side arena and write into no\n"
+"  surviving object except the list link of a garbage object's\n"
+"  neighbours; all other collections are stock.\n"
 "arena:   every collection uses the side arena (a test mode).\n"
 "stock:   exactly stock CPython (frozen objects are never examined).");
 
