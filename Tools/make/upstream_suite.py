@@ -46,6 +46,19 @@ def parse_list(lines, i):
     return names
 
 
+# Titles of the lists regrtest's display_result() prints, and the key each
+# list is stored under ("N tests failed:", "1 re-run test:", ...).
+SECTIONS = [
+    (re.compile(r"^\d+ tests? failed( again)?:$"), "failed"),
+    (re.compile(r"^\d+ re-run tests?:$"), "re-run"),
+    (re.compile(r"^\d+ tests? skipped:$"), "skipped"),
+    (re.compile(r"^\d+ tests? altered the execution environment"),
+     "env_changed"),
+    (re.compile(r"^\d+ tests? omitted:$"), "omitted"),
+    (re.compile(r"^\d+ tests? run no tests:$"), "run_no_tests"),
+]
+
+
 def parse(log):
     lines = log.splitlines()
     summary = {}
@@ -54,26 +67,9 @@ def parse(log):
         if (rerun_start is None and line.startswith("Re-running ")
                 and "in verbose mode" in line):
             rerun_start = i
-        m = re.match(r"^(\d+|All \d+) tests? (OK|failed|skipped|omitted)", line)
-        m2 = re.match(r"^(\d+) (tests? failed|re-run tests?|tests? skipped"
-                      r"|tests? altered the execution environment"
-                      r"|tests? omitted|tests? run no tests)", line)
-        if m2:
-            key = m2.group(2).split()[0] if "re-run" not in m2.group(2) \
-                else "re-run"
-            if "failed" in m2.group(2):
-                key = "failed"
-            elif "altered" in m2.group(2):
-                key = "env_changed"
-            elif "skipped" in m2.group(2):
-                key = "skipped"
-            elif "omitted" in m2.group(2):
-                key = "omitted"
-            elif "run no tests" in m2.group(2):
-                key = "run_no_tests"
-            summary[key] = parse_list(lines, i)
-        elif m and m.group(2) == "OK":
-            summary["ok"] = int(m.group(1).split()[-1])
+        for pattern, key in SECTIONS:
+            if pattern.match(line):
+                summary[key] = parse_list(lines, i)
         m3 = re.match(r"^Total test files: run=(\d+)", line)
         if m3:
             summary["total"] = int(m3.group(1))
