@@ -48,7 +48,8 @@ COWPY := $(B)/cowpy/bin/python3
 
 .PHONY: all stock cowpy fetch deps demo test test-ours \
         bench bench-probe bench-gc bench-instructions \
-        bench-speed bench-instructions-speed bench-prefork install export-patches clean distclean
+        bench-speed bench-instructions-speed bench-prefork \
+        bench-immortalize install export-patches clean distclean
 
 all: stock cowpy
 
@@ -262,7 +263,14 @@ bench-prefork: all
 	    --requests $(PREFORK_REQUESTS) --modes $(PREFORK_MODES) \
 	    | tee $(RESULTS)/prefork.txt
 
-bench: bench-probe bench-gc bench-instructions bench-speed bench-prefork
+# Immortalizing freeze: time, and what a forked reader copies.
+bench-immortalize: all
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/immortalize.py $(STOCK) $(COWPY) \
+	    | tee $(RESULTS)/immortalize.txt
+
+bench: bench-probe bench-gc bench-instructions bench-speed bench-prefork \
+       bench-immortalize
 
 clean:
 	rm -rf $(B)/obj $(B)/stock $(B)/cowpy
