@@ -49,7 +49,8 @@ COWPY := $(B)/cowpy/bin/python3
 .PHONY: all stock cowpy fetch deps demo test test-ours \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize install export-patches clean distclean
+        bench-immortalize install export-patches clean distclean \
+        cowpy-debug cowpy-asan check-debug check-asan fuzz soak
 
 all: stock cowpy
 
@@ -178,6 +179,49 @@ stock: $(B)/obj/stock/Makefile
 	$(call build,stock)
 cowpy: overlay $(B)/obj/cowpy/Makefile
 	$(call build,cowpy)
+
+# ---------------------------------------------------------------- variants
+# cowpy built again from the same patched tree with other configure flags,
+# used from its object dir (build/obj/cowpy-NAME/python, not installed):
+#   debug  --with-pydebug: assertions, gc.c's list validation, refcount
+#          totals for -R, and the differential GC oracle (PYTHONCOWORACLE)
+#   asan   AddressSanitizer + UndefinedBehaviorSanitizer (tests run with
+#          PYTHONMALLOC=malloc so every object is its own ASan allocation)
+VARIANT_FLAGS_debug := --with-pydebug
+VARIANT_FLAGS_asan := --with-address-sanitizer \
+    --with-undefined-behavior-sanitizer
+$(B)/obj/cowpy-%/Makefile: $(B)/src/cowpy/.unpacked upstream/pin $(FLAGS_STAMP)
+	rm -rf $(B)/obj/cowpy-$* && mkdir -p $(B)/obj/cowpy-$*
+	cd $(B)/obj/cowpy-$* && PATH=$(CCPATH) $(B)/src/cowpy/configure -q \
+	    --prefix=$(B)/cowpy-$* $(CONFIGURE_FLAGS) $(VARIANT_FLAGS_$*) \
+	    > configure.out
+cowpy-debug cowpy-asan: cowpy-%: overlay $(B)/obj/cowpy-%/Makefile
+	PATH=$(CCPATH) $(MAKE) -s -C $(B)/obj/cowpy-$* -j$(J) \
+	    >$(B)/obj/cowpy-$*/make.out 2>&1 || \
+	    { tail -n 40 $(B)/obj/cowpy-$*/make.out; exit 1; }
+
+# Our tests, the fuzzer and the GC-related upstream tests on a variant;
+# figures go to bench/results/reliability/ and docs/reliability.md.
+# CHECK_FUZZ_SECONDS and CHECK_UPSTREAM (test names) to override.
+CHECK_FUZZ_SECONDS ?= 120
+check-debug check-asan: check-%: cowpy-%
+	@$(ROOT)/Tools/make/check_variant.sh $* $(B)/obj/cowpy-$*/python
+
+# Seeded fork-graph fuzzer (Tools/fuzz/gc_fuzz.py) on the installed cowpy.
+SECONDS ?= 60
+fuzz: cowpy
+	@mkdir -p $(RESULTS)/reliability
+	@$(COWPY) Tools/fuzz/gc_fuzz.py --seconds $(SECONDS) \
+	    --json $(RESULTS)/reliability/fuzz.json
+
+# Pre-fork server under load with worker recycling and SIGHUP reloads.
+MINUTES ?= 10
+soak: all
+	@mkdir -p $(RESULTS)/reliability
+	@$(COWPY) bench/prefork/soak.py $(COWPY) --minutes $(MINUTES) \
+	    --json $(RESULTS)/reliability/soak.json \
+	    --md $(RESULTS)/reliability/soak.md \
+	    --csv $(RESULTS)/reliability/soak.csv
 
 # ---------------------------------------------------------------- install
 # A separate object dir configured for PREFIX, so every path baked into the

@@ -40,6 +40,7 @@
 #include "Python.h"
 #include "pycore_gc.h"
 #include "pycore_gc_cow.h"
+#include "pycore_hashtable.h"      // _Py_hashtable_t (oracle)
 #include "pycore_initconfig.h"    // _PyStatus_ERR()
 #include "pycore_interp.h"        // PyInterpreterState.gc
 #include "pycore_object.h"        // _PyObject_IS_GC()
@@ -92,6 +93,8 @@ static const char *const mode_names[] = {"default", "arena", "stock", NULL};
 /* Freeze-at-fork modes (PYTHONCOWFORK / -X cowfork / gc.set_fork_mode()). */
 enum { COW_FORK_OFF = 0, COW_FORK_FREEZE = 1, COW_FORK_IMMORTAL = 2 };
 static const char *const fork_names[] = {"off", "freeze", "immortal", NULL};
+/* PYTHONCOWORACLE / -X coworacle (debug builds). */
+static const char *const oracle_names[] = {"0", "1", NULL};
 
 /* Process-wide: settings come from the main interpreter's configuration
    and every GIL-holding collection updates the counters. */
@@ -129,6 +132,13 @@ static struct {
     Py_ssize_t immortalize_failures;
     /* gc._cow_fail_arena(n): the next n arena allocations fail (tests). */
     Py_ssize_t inject_failures;
+    /* Differential oracle (debug builds, PYTHONCOWORACLE=1): on, checks
+       done, and gc._cow_break_arena(n): the next n side-arena collections
+       keep one garbage object as if reachable (a leak, never a crash),
+       which the oracle must report (tests). */
+    int oracle;
+    Py_ssize_t oracle_checks;
+    Py_ssize_t inject_oracle_break;
 } cow = {
     .mode = COW_MODE_DEFAULT,
     .fork_mode = COW_FORK_FREEZE,
@@ -513,6 +523,12 @@ arena_move_unreachable(cow_arena *a, PyGC_Head *unreachable)
         if (a->slots[s].key == 0 || (a->slots[s].val & VAL_REACHABLE)) {
             continue;
         }
+        if (cow.inject_oracle_break > 0 && n == 0) {
+            /* Test hook: leave the first garbage object where it is. */
+            cow.inject_oracle_break--;
+            a->slots[s].val |= VAL_REACHABLE;
+            continue;
+        }
         PyGC_Head *gc = (PyGC_Head *)a->slots[s].key;
         PyGC_Head *prev = _PyGCHead_PREV(gc);
         PyGC_Head *next = _PyGCHead_NEXT(gc);
@@ -599,6 +615,209 @@ arena_deduce_unreachable(PyGC_Head **lists, int nlists,
     arena_free(&a);
     return 0;
 }
+
+
+/* ------------------------------------------------- differential oracle */
+
+#ifdef Py_DEBUG
+/* PYTHONCOWORACLE=1 or -X coworacle, debug builds only.  Before every
+   side-arena collection, gc.c's own deduce_unreachable() runs on the same
+   object set; the set is then put back as it was (list membership and
+   header flags; order within a list may change, as any stock collection
+   changes it), the arena runs, and the two garbage sets must be equal, or
+   the process aborts with a report naming each object the two algorithms
+   disagree on.  The stock run writes into every examined header, so with
+   the oracle on a shared collection no longer keeps pages shared. */
+
+static _Py_hashtable_t *
+ptrset_new(void)
+{
+    return _Py_hashtable_new(_Py_hashtable_hash_ptr,
+                             _Py_hashtable_compare_direct);
+}
+
+static int
+ptrset_add(_Py_hashtable_t *set, const void *p)
+{
+    if (_Py_hashtable_set(set, p, (void *)1) < 0) {
+        Py_FatalError("cowpy GC oracle: out of memory");
+    }
+    return 0;
+}
+
+static int
+ptrset_has(_Py_hashtable_t *set, const void *p)
+{
+    return _Py_hashtable_get(set, p) != NULL;
+}
+
+static void
+oracle_list_init(PyGC_Head *head)
+{
+    head->_gc_next = (uintptr_t)head;
+    head->_gc_prev = (uintptr_t)head;
+}
+
+/* Unlink `gc` and append it to `list`, keeping its prev-word flags. */
+static void
+oracle_list_move(PyGC_Head *gc, PyGC_Head *list)
+{
+    PyGC_Head *prev = _PyGCHead_PREV(gc);
+    PyGC_Head *next = _PyGCHead_NEXT(gc);
+    _PyGCHead_SET_NEXT(prev, next);
+    _PyGCHead_SET_PREV(next, prev);
+    PyGC_Head *last = (PyGC_Head *)list->_gc_prev;
+    _PyGCHead_SET_NEXT(last, gc);
+    _PyGCHead_SET_PREV(gc, last);
+    _PyGCHead_SET_NEXT(gc, list);
+    list->_gc_prev = (uintptr_t)gc;
+}
+
+static void
+oracle_list_splice(PyGC_Head *from, PyGC_Head *to)
+{
+    PyGC_Head *gc = _PyGCHead_NEXT(from);
+    while (gc != from) {
+        PyGC_Head *next = _PyGCHead_NEXT(gc);
+        oracle_list_move(gc, to);
+        gc = next;
+    }
+}
+
+/* The garbage gc.c's in-header algorithm finds among `lists`, which are
+   left with the same members and flags.  Immortal objects are set aside
+   first: update_refs() would move them to the permanent generation, and
+   for both algorithms they are outside the set (roots). */
+static _Py_hashtable_t *
+oracle_stock_garbage(PyGC_Head **lists, int nlists, _PyGC_CowDeduceFn deduce)
+{
+    _Py_hashtable_t *from_perm = ptrset_new();
+    _Py_hashtable_t *garbage = ptrset_new();
+    if (from_perm == NULL || garbage == NULL) {
+        Py_FatalError("cowpy GC oracle: out of memory");
+    }
+    PyGC_Head work, unreach, immortal[2];
+    oracle_list_init(&work);
+    oracle_list_init(&immortal[0]);
+    oracle_list_init(&immortal[1]);
+    for (int l = 0; l < nlists; l++) {
+        PyGC_Head *gc = _PyGCHead_NEXT(lists[l]);
+        while (gc != lists[l]) {
+            PyGC_Head *next = _PyGCHead_NEXT(gc);
+            if (_Py_IsImmortal(FROM_GC(gc))) {
+                oracle_list_move(gc, &immortal[l]);
+            }
+            else {
+                if (l == 1) {
+                    ptrset_add(from_perm, gc);
+                }
+                oracle_list_move(gc, &work);
+            }
+            gc = next;
+        }
+    }
+    deduce(&work, &unreach);
+    /* Undo what move_unreachable() left on the garbage. */
+    PyGC_Head *gc = _PyGCHead_NEXT(&unreach);
+    while (gc != &unreach) {
+        PyGC_Head *next = (PyGC_Head *)(gc->_gc_next
+                                        & ~COW_NEXT_MASK_UNREACHABLE);
+        ptrset_add(garbage, gc);
+        gc->_gc_next = (uintptr_t)next;
+        gc->_gc_prev &= ~(uintptr_t)_PyGC_PREV_MASK_COLLECTING;
+        gc = next;
+    }
+    oracle_list_splice(&unreach, &work);
+    gc = _PyGCHead_NEXT(&work);
+    while (gc != &work) {
+        PyGC_Head *next = _PyGCHead_NEXT(gc);
+        oracle_list_move(gc, ptrset_has(from_perm, gc) ? lists[1] : lists[0]);
+        gc = next;
+    }
+    for (int l = 0; l < nlists; l++) {
+        oracle_list_splice(&immortal[l], lists[l]);
+    }
+    _Py_hashtable_destroy(from_perm);
+    return garbage;
+}
+
+static void
+oracle_report(PyGC_Head *gc, const char *verdict, int *shown)
+{
+    if ((*shown)++ >= 20) {
+        return;
+    }
+    PyObject *op = FROM_GC(gc);
+    fprintf(stderr, "  %p  %-24.24s refcnt=%zd  %s\n", (void *)op,
+            Py_TYPE(op)->tp_name, Py_REFCNT(op), verdict);
+}
+
+typedef struct {
+    _Py_hashtable_t *arena;
+    int *shown;
+    Py_ssize_t missing;
+} oracle_cmp;
+
+static int
+oracle_missing_cb(_Py_hashtable_t *ht, const void *key, const void *value,
+                  void *arg)
+{
+    oracle_cmp *c = (oracle_cmp *)arg;
+    if (!ptrset_has(c->arena, key)) {
+        c->missing++;
+        oracle_report((PyGC_Head *)key,
+                      "stock: unreachable, side arena: reachable",
+                      c->shown);
+    }
+    return 0;
+}
+
+/* Compare the arena's garbage (on `unreachable`, in deduce_unreachable()'s
+   post-state) with the stock garbage set; abort on any difference. */
+static void
+oracle_compare(_Py_hashtable_t *stock, PyGC_Head *unreachable,
+               int generation, _PyGC_CowPath path)
+{
+    _Py_hashtable_t *arena = ptrset_new();
+    if (arena == NULL) {
+        Py_FatalError("cowpy GC oracle: out of memory");
+    }
+    int shown = 0;
+    Py_ssize_t extra = 0, n = 0;
+    PyGC_Head *gc = _PyGCHead_NEXT(unreachable);
+    while (gc != unreachable) {
+        n++;
+        ptrset_add(arena, gc);
+        if (!ptrset_has(stock, gc)) {
+            extra++;
+            if (shown == 0) {
+                fprintf(stderr, "cowpy GC oracle: the side arena and "
+                        "gc.c disagree (generation %d, %s collection):\n",
+                        generation,
+                        path == _PyGC_COW_SHARED ? "shared" : "arena");
+            }
+            oracle_report(gc, "side arena: unreachable, stock: reachable",
+                          &shown);
+        }
+        gc = (PyGC_Head *)(gc->_gc_next & ~COW_NEXT_MASK_UNREACHABLE);
+    }
+    oracle_cmp c = {arena, &shown, 0};
+    if (shown == 0 && (size_t)n != _Py_hashtable_len(stock)) {
+        fprintf(stderr, "cowpy GC oracle: the side arena and gc.c disagree "
+                "(generation %d, %s collection):\n", generation,
+                path == _PyGC_COW_SHARED ? "shared" : "arena");
+    }
+    (void)_Py_hashtable_foreach(stock, oracle_missing_cb, &c);
+    _Py_hashtable_destroy(arena);
+    cow.oracle_checks++;
+    if (extra || c.missing) {
+        fprintf(stderr, "  side arena found %zd garbage objects, stock %zu; "
+                "%zd only by the arena, %zd only by stock\n", n,
+                _Py_hashtable_len(stock), extra, c.missing);
+        Py_FatalError("cowpy GC oracle: garbage sets differ");
+    }
+}
+#endif  /* Py_DEBUG */
 
 /* ------------------------------------------------ immortalizing freeze */
 
@@ -864,7 +1083,7 @@ select_path(GCState *gcstate, int generation, _PyGC_Reason reason)
 _PyGC_CowPath
 _PyGC_CowDeduceUnreachable(PyInterpreterState *interp, int generation,
                            _PyGC_Reason reason, PyGC_Head *young,
-                           PyGC_Head *unreachable)
+                           PyGC_Head *unreachable, _PyGC_CowDeduceFn stock)
 {
     GCState *gcstate = &interp->gc;
     _PyGC_CowPath path = select_path(gcstate, generation, reason);
@@ -875,7 +1094,24 @@ _PyGC_CowDeduceUnreachable(PyInterpreterState *interp, int generation,
     int nlists = path == _PyGC_COW_SHARED ? 2 : 1;
     Py_ssize_t *hint = &cow.size_hint[path == _PyGC_COW_SHARED
                                       ? NUM_GENERATIONS : generation];
-    if (arena_deduce_unreachable(lists, nlists, unreachable, hint) < 0) {
+#ifdef Py_DEBUG
+    _Py_hashtable_t *oracle = NULL;
+    if (cow.oracle) {
+        oracle = oracle_stock_garbage(lists, nlists, stock);
+    }
+#else
+    (void)stock;
+#endif
+    int err = arena_deduce_unreachable(lists, nlists, unreachable, hint);
+#ifdef Py_DEBUG
+    if (oracle != NULL) {
+        if (err == 0) {
+            oracle_compare(oracle, unreachable, generation, path);
+        }
+        _Py_hashtable_destroy(oracle);
+    }
+#endif
+    if (err < 0) {
         /* No memory for the arena: fall back to the in-header algorithm
            over the collected generations only (never the permanent one,
            which holds the inherited heap after freeze-at-fork) and try
@@ -1014,6 +1250,37 @@ _PyGC_CowInit(PyInterpreterState *interp)
         return _PyStatus_ERR("-X cowfork: invalid value; "
                              "expected off, freeze or immortal");
     }
+
+    /* The differential oracle: debug builds only, and never silently
+       ignored where it is not available. */
+    int oracle = 0;
+    v = config->use_environment ? getenv("PYTHONCOWORACLE") : NULL;
+    if (v != NULL && v[0] != '\0') {
+        if ((oracle = choice_index(v, oracle_names)) < 0) {
+            return _PyStatus_ERR("PYTHONCOWORACLE: invalid value; "
+                                 "expected 0 or 1");
+        }
+    }
+    v = get_xoption(config, L"coworacle", buf, sizeof(buf));
+    if (v != NULL) {
+        /* -X coworacle alone means on. */
+        if (v[0] == '\0') {
+            oracle = 1;
+        }
+        else if ((oracle = choice_index(v, oracle_names)) < 0) {
+            return _PyStatus_ERR("-X coworacle: invalid value; "
+                                 "expected 0 or 1");
+        }
+    }
+#ifdef Py_DEBUG
+    cow.oracle = oracle;
+#else
+    if (oracle) {
+        return _PyStatus_ERR("PYTHONCOWORACLE / -X coworacle: the "
+                             "differential GC oracle needs a debug build "
+                             "(configure --with-pydebug)");
+    }
+#endif
     return _PyStatus_OK();
 }
 
@@ -1227,13 +1494,15 @@ PyDoc_STRVAR(get_shared_stats__doc__,
 "  last_examined: objects examined by the last side-arena collection;\n"
 "  last_arena_bytes, max_arena_bytes: the size of its arena (released\n"
 "  when it ended) and the largest so far; immortalized: objects made\n"
-"  immortal by immortalizing freezes.");
+"  immortal by immortalizing freezes; oracle_checks: side-arena\n"
+"  collections checked by the differential oracle (debug builds with\n"
+"  PYTHONCOWORACLE=1; always 0 otherwise).");
 
 static PyObject *
 gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     return Py_BuildValue(
-        "{snsnsnsnsnsnsnsnsn}",
+        "{snsnsnsnsnsnsnsnsnsn}",
         "collections", cow.shared_collections,
         "collected", cow.shared_collected,
         "uncollectable", cow.shared_uncollectable,
@@ -1242,7 +1511,8 @@ gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
         "last_examined", cow.last_examined,
         "last_arena_bytes", (Py_ssize_t)cow.last_arena_bytes,
         "max_arena_bytes", (Py_ssize_t)cow.max_arena_bytes,
-        "immortalized", cow.immortalized);
+        "immortalized", cow.immortalized,
+        "oracle_checks", cow.oracle_checks);
 }
 
 static PyObject *
@@ -1253,6 +1523,26 @@ gc_cow_fail_arena(PyObject *module, PyObject *arg)
         return NULL;
     }
     cow.inject_failures = n;
+    Py_RETURN_NONE;
+}
+
+/* Test hooks for the differential oracle: whether it is on, and a way to
+   make the arena deliberately wrong (it keeps one garbage object alive,
+   a leak) so that a test sees the oracle catch it. */
+static PyObject *
+gc_cow_oracle(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(cow.oracle);
+}
+
+static PyObject *
+gc_cow_break_arena(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t n;
+    if (index_arg(arg, "_cow_break_arena", &n) < 0) {
+        return NULL;
+    }
+    cow.inject_oracle_break = n;
     Py_RETURN_NONE;
 }
 
@@ -1274,6 +1564,11 @@ PyMethodDef _PyGC_CowMethods[] = {
      get_shared_stats__doc__},
     {"_cow_fail_arena", gc_cow_fail_arena, METH_O,
      "Make the next n side-arena allocations fail (for tests)."},
+    {"_cow_oracle", gc_cow_oracle, METH_NOARGS,
+     "Whether the differential GC oracle is on (debug builds)."},
+    {"_cow_break_arena", gc_cow_break_arena, METH_O,
+     "Make the next n side-arena collections keep one garbage object\n"
+     "alive, so that the differential oracle must report it (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -33,6 +33,9 @@ typedef enum {
    is a start-up error that names the option. */
 extern PyStatus _PyGC_CowInit(PyInterpreterState *interp);
 
+/* gc.c's deduce_unreachable(). */
+typedef void (*_PyGC_CowDeduceFn)(PyGC_Head *base, PyGC_Head *unreachable);
+
 /* Called by gc_collect_main() in place of deduce_unreachable(young, ...).
    Chooses the path for this collection; for the arena paths it leaves
    `unreachable` exactly as deduce_unreachable() would (every member has
@@ -40,10 +43,12 @@ extern PyStatus _PyGC_CowInit(PyInterpreterState *interp);
    that stay reachable it writes only the link word of each list
    neighbour of a garbage object.  Returns the path taken; on
    _PyGC_COW_STOCK the caller runs deduce_unreachable() itself (also the
-   fallback when the arena cannot be allocated). */
+   fallback when the arena cannot be allocated).  `stock` is gc.c's own
+   deduce_unreachable(), which the differential oracle of debug builds
+   (PYTHONCOWORACLE=1) runs on the same set to check the arena's answer. */
 extern _PyGC_CowPath _PyGC_CowDeduceUnreachable(
     PyInterpreterState *interp, int generation, _PyGC_Reason reason,
-    PyGC_Head *young, PyGC_Head *unreachable);
+    PyGC_Head *young, PyGC_Head *unreachable, _PyGC_CowDeduceFn stock);
 
 /* Account a finished collection that took `path`. */
 extern void _PyGC_CowCollectionDone(PyInterpreterState *interp,

@@ -44,6 +44,9 @@ class mode:
         gc.set_cow_mode(self.old)
 
 
+_before_fork_seen = None
+
+
 def run_in_child(func):
     """Run func() in a forked child; return what it returns (JSON-able).
 
@@ -167,7 +170,8 @@ class APITests(CowTestCase):
         self.assertEqual(set(stats), {
             "collections", "collected", "uncollectable",
             "arena_collections", "fallbacks", "last_examined",
-            "last_arena_bytes", "max_arena_bytes", "immortalized"})
+            "last_arena_bytes", "max_arena_bytes", "immortalized",
+            "oracle_checks"})
         for v in stats.values():
             self.assertIsInstance(v, int)
             self.assertGreaterEqual(v, 0)
@@ -471,12 +475,16 @@ class ForkTests(CowTestCase):
 
     def test_register_at_fork_runs_before_freeze(self):
         gc.set_freeze_at_fork(True)
-        seen = []
-        os.register_at_fork(
-            before=lambda: seen.append(gc.get_freeze_count()))
-        # register_at_fork has no unregister; the hook only records.
+        # register_at_fork() has no unregister: register one recording hook
+        # per process (a new one per run would look like a leak to -R).
+        global _before_fork_seen
+        if _before_fork_seen is None:
+            _before_fork_seen = []
+            os.register_at_fork(before=lambda: _before_fork_seen.append(
+                gc.get_freeze_count()))
         run_in_child(lambda: None)
-        self.assertEqual(seen[-1], 0)
+        self.assertEqual(_before_fork_seen[-1], 0)
+        _before_fork_seen.clear()
 
     def check_pages(self, collect_mode, freeze_at_fork):
         """Parent: 20,000 lists interleaved with strings of their size
@@ -509,6 +517,8 @@ class ForkTests(CowTestCase):
         finally:
             del heap, lists
 
+    @unittest.skipIf(gc._cow_oracle(), "the differential oracle runs the "
+                     "in-header algorithm too, which writes every header")
     def test_shared_collection_keeps_pages_shared(self):
         shared, present, total, growth = self.check_pages("default", True)
         self.assertEqual(present, total)
@@ -522,6 +532,58 @@ class ForkTests(CowTestCase):
         shared, present, total, growth = self.check_pages("stock", False)
         self.assertLess(shared, total // 10)
         self.assertGreater(growth, 10_000)
+
+
+class OracleTests(unittest.TestCase):
+    """The differential oracle of debug builds (PYTHONCOWORACLE=1)."""
+
+    CODE = textwrap.dedent("""
+        import gc, sys
+        class Node:
+            pass
+        keep = []
+        for i in range(3000):
+            a, b = Node(), Node()
+            a.peer, b.peer = b, a
+            if i % 3 == 0:
+                keep.append(a)
+        gc.freeze()
+        del keep[::2]
+        gc._cow_break_arena(int(sys.argv[1]))
+        print(gc.collect() > 0, gc.get_shared_stats()["oracle_checks"] > 0)
+    """)
+
+    @unittest.skipUnless(support.Py_DEBUG, "the oracle needs a debug build")
+    def test_oracle_checks_collections(self):
+        for mode in ("default", "arena"):
+            with self.subTest(mode=mode):
+                rc, out, err = assert_python_ok(
+                    "-c", self.CODE, "0", __isolated=False,
+                    PYTHONCOWORACLE="1", PYTHONCOWGC=mode)
+                self.assertEqual(out.split(), [b"True", b"True"])
+
+    @unittest.skipUnless(support.Py_DEBUG, "the oracle needs a debug build")
+    def test_oracle_reports_a_wrong_arena(self):
+        # The arena is made to keep one garbage object: the oracle must
+        # abort and name it.
+        rc, out, err = assert_python_failure(
+            "-X", "coworacle", "-c", self.CODE, "1", __isolated=False)
+        self.assertIn(b"garbage sets differ", err)
+        self.assertRegex(err, rb"0x[0-9a-f]+ +Node +refcnt=\d+ +stock: "
+                              rb"unreachable, side arena: reachable")
+
+    def test_option_values(self):
+        rc, out, err = assert_python_failure(
+            "-c", "pass", __isolated=False, PYTHONCOWORACLE="yes")
+        self.assertIn(b"PYTHONCOWORACLE: invalid value; expected 0 or 1", err)
+        rc, out, err = assert_python_ok(
+            "-c", "import gc; print(gc._cow_oracle())", __isolated=False,
+            PYTHONCOWORACLE="0")
+        self.assertEqual(out.strip(), b"False")
+        if not support.Py_DEBUG:
+            rc, out, err = assert_python_failure(
+                "-X", "coworacle", "-c", "pass")
+            self.assertIn(b"needs a debug build", err)
 
 
 class ImmortalizeTests(CowTestCase):
