@@ -1171,6 +1171,37 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
 }
 
 
+/* The main interpreter's collecting thread (only the main interpreter
+   forks workers; other interpreters' threads could collect at the same
+   time under their own GIL).  Compared, never dereferenced: in a forked
+   child the one thread state left is the forking thread's, at the same
+   address. */
+static PyThreadState *collecting_tstate;
+
+void
+_PyGC_CowCollectionStarted(PyThreadState *tstate)
+{
+    if (_Py_IsMainInterpreter(tstate->interp)) {
+        collecting_tstate = tstate;
+    }
+}
+
+void
+_PyGC_CowAfterForkChild(PyThreadState *tstate)
+{
+    GCState *gcstate = &tstate->interp->gc;
+    if (_Py_IsMainInterpreter(tstate->interp)
+        && _Py_atomic_load_int_relaxed(&gcstate->collecting)
+        && collecting_tstate != tstate)
+    {
+        /* The garbage that collection was finalizing stays on a list
+           whose head was on the dead thread's stack: it is leaked in
+           the child, as in stock, and never examined again. */
+        _Py_atomic_store_int(&gcstate->collecting, 0);
+    }
+}
+
+
 /* ------------------------------------------------------------ settings */
 
 static int

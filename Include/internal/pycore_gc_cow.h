@@ -77,6 +77,18 @@ extern int _PyGC_CowFreeze(PyInterpreterState *interp, int immortalize);
    collections. */
 extern void _PyGC_CowBeforeFork(PyInterpreterState *interp);
 
+/* gc_collect_main(), once it owns the collection (gcstate->collecting
+   set): records the collecting thread. */
+extern void _PyGC_CowCollectionStarted(PyThreadState *tstate);
+
+/* PyOS_AfterFork_Child(): if another thread of the parent was in the
+   middle of a collection, that collection will never finish in the child;
+   clear gcstate->collecting so that the child collects again (stock 3.13
+   leaves it set: such a child never collects a cycle).  A collection the
+   forking thread itself was running (fork from a gc callback or a
+   finalizer) goes on. */
+extern void _PyGC_CowAfterForkChild(PyThreadState *tstate);
+
 /* The gc module's cowpy functions, added by gcmodule_exec(). */
 extern PyMethodDef _PyGC_CowMethods[];
 
