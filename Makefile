@@ -257,10 +257,10 @@ export-patches:
 demo: deps all
 	@$(STOCK) bench/cow_probe.py --compare $(STOCK) $(COWPY)
 
-test: all
+test: all cowpy-debug
 	@$(ROOT)/Tools/make/run_tests.sh
 
-test-ours: all
+test-ours: all cowpy-debug
 	@COWPY_SKIP_UPSTREAM=1 $(ROOT)/Tools/make/run_tests.sh
 
 RESULTS := $(ROOT)/bench/results

@@ -4,6 +4,7 @@
 # Lib/test/cowpy_known_failures.txt.  Ends with `N passed, N failed`
 # (our test cases + upstream test files) and exits non-zero on any failure.
 #   COWPY_SKIP_UPSTREAM=1   only our tests
+#   COWPY_SKIP_DEBUG=1      not the debug build's short form
 #   COWPY_UPSTREAM_ARGS=... extra regrtest arguments (e.g. a test subset)
 set -u
 
@@ -43,6 +44,41 @@ done
 for mod in $(cd Lib/test && ls test_*.py 2>/dev/null | sed 's/\.py$//'); do
     unittest_step "$mod" "test.$mod"
 done
+
+# regrtest_step LABEL COMMAND...: a regrtest run, counted by test cases
+# (a refleak found fails one more).
+regrtest_step() {
+    local label=$1; shift
+    local log=$logs/$label.log
+    echo "== $label"
+    "$@" >"$log" 2>&1
+    local rc=$?
+    local ran bad
+    ran=$(sed -n 's/^Total tests: run=\([0-9]*\).*/\1/p' "$log" | tail -n 1)
+    bad=$(sed -n 's/^Total tests: .*failures=\([0-9]*\).*/\1/p' "$log" \
+          | tail -n 1)
+    ran=${ran:-0}; bad=${bad:-0}
+    if [ $rc -ne 0 ]; then bad=$((bad + 1)); ran=$((ran + 1)); fi
+    grep -E "^Total tests:|^Result:|leaked" "$log" | sed 's/^/   /'
+    [ $rc = 0 ] || tail -n 60 "$log"
+    passed=$((passed + ran - bad)); failed=$((failed + bad))
+}
+
+# The debug build's short form (docs/reliability.md): our test modules
+# with the differential oracle checking every collection, and -R 3:3
+# refleak hunting.  `make check-debug` runs the long form.
+debug=$root/build/obj/cowpy-debug/python
+if [ "${COWPY_SKIP_DEBUG:-0}" != 1 ]; then
+    if [ -x "$debug" ]; then
+        regrtest_step debug-oracle env PYTHONCOWORACLE=1 PYTHONCOWGC=arena \
+            "$debug" -m test --timeout 1800 test_gc_cow test_gc_cow_fuzz
+        regrtest_step debug-refleak "$debug" -m test --timeout 1800 \
+            -R 3:3 test_gc_cow
+    else
+        echo "== debug: $debug missing (make cowpy-debug)"
+        failed=$((failed + 1))
+    fi
+fi
 
 # upstream LABEL [ENV=VAL ...]: the full suite in one mode.
 upstream_step() {

@@ -738,6 +738,62 @@ def run_mode(mode, python, args, site, base_env, rnd):
     return result
 
 
+def watch_csv(args, mode_name):
+    return os.path.join(args.csv_dir, "prefork_watch_%s.csv"
+                        % mode_name.replace("+", "_"))
+
+
+def start_watch(master, mode, args, result):
+    """`cowstat watch` on the server's tree from boot to the end of the
+    load (the last round's samples are kept), for `cowstat plot`."""
+    if not args.watch:
+        return None
+    path = watch_csv(args, mode.name)
+    if os.path.exists(path):
+        os.unlink(path)                 # cowstat watch appends
+    env = dict(os.environ, PYTHONPATH=COWSTAT)
+    result["watch_csv"] = path
+    return subprocess.Popen(
+        [sys.executable, "-m", "cowstat", "watch", str(master),
+         "--interval", str(args.watch_interval), "--csv", path, "--quiet"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_watch(watcher):
+    if watcher is None:
+        return
+    watcher.terminate()             # cowstat finishes the row it writes
+    try:
+        watcher.wait(10)
+    except subprocess.TimeoutExpired:
+        watcher.kill()
+        watcher.wait()
+
+
+def plot_watches(results, args):
+    """One PNG per mode: shared vs private memory of each process over
+    time, drawn by `cowstat plot` (matplotlib from Debian)."""
+    done = set()
+    for res in results:
+        path = res.get("watch_csv")
+        if not path or path in done or not os.path.exists(path):
+            continue
+        done.add(path)
+        png = path[:-4] + ".png"
+        title = "%s: %s, %d workers" % (res["mode"], os.path.basename(
+            res["python"].rsplit("/bin/", 1)[0]), args.workers)
+        r = subprocess.run(
+            [sys.executable, "-m", "cowstat", "plot", path, "--png", png,
+             "--title", title],
+            env=dict(os.environ, PYTHONPATH=COWSTAT),
+            capture_output=True, text=True)
+        if r.returncode == 0:
+            print("  %s" % os.path.relpath(png, ROOT))
+        else:
+            log("warning: cowstat plot %s failed: %s"
+                % (path, (r.stderr or r.stdout).strip()))
+
+
 def _run_mode(proc, mode, args, result, port, workdir):
     try:
         t0 = time.monotonic()
@@ -746,6 +802,7 @@ def _run_mode(proc, mode, args, result, port, workdir):
         result["startup_s"] = time.monotonic() - t0
         result["health"] = health
         boot = measure_tree(proc.pid)
+        watcher = start_watch(proc.pid, mode, args, result)
         if args.warmup_requests:
             # Equal warm-up work too: a faster mode would otherwise read
             # more of the heap during a fixed-time warm-up.
@@ -760,6 +817,7 @@ def _run_mode(proc, mode, args, result, port, workdir):
                 pass
         wrk = run_wrk(port, args, args.duration, args.requests)
         loaded = measure_tree(proc.pid)        # at once, before anything else
+        stop_watch(watcher)
         if args.requests and not wrk["budget_reached"]:
             log("warning: %s: --duration ended the load before --requests "
                 "%d (%d served)" % (mode.name, args.requests,
@@ -1014,6 +1072,12 @@ def main():
                     help="seconds to wait for the workers' reports")
     ap.add_argument("--attribution-top", type=int, default=6,
                     help="attribution rows shown per mode")
+    ap.add_argument("--watch", action=argparse.BooleanOptionalAction,
+                    default=True,
+                    help="sample each server with `cowstat watch` from "
+                    "boot to the end of the load and draw "
+                    "DIR/prefork_watch_MODE.png with `cowstat plot`")
+    ap.add_argument("--watch-interval", type=float, default=1.0)
     args = ap.parse_args()
     if args.warmup_requests is None:
         args.warmup_requests = args.requests // 10
@@ -1156,6 +1220,9 @@ def main():
             csvs += ", prefork_attribution.csv"
         print("\nCSV (kB per process, MiB per mode): %s/prefork_modes.csv, "
               "%s" % (args.csv_dir, csvs))
+        if args.watch:
+            print("memory over time (cowstat watch + plot):")
+            plot_watches(results, args)
     for name, rnd, err in failures:
         print("FAILED: %s (round %d): %s" % (name, rnd, err.splitlines()[0]))
     return 1 if failures or not aggs else 0
