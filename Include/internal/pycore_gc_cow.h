@@ -56,10 +56,13 @@ extern void _PyGC_CowCollectionDone(PyInterpreterState *interp,
                                     Py_ssize_t collected,
                                     Py_ssize_t uncollectable);
 
-/* True when gc.get_objects() and gc.get_referrers() also walk the
-   permanent generation (frozen objects are ordinary, collectable objects
-   in cowpy; only PYTHONCOWGC=stock hides them, as stock does). */
-extern int _PyGC_CowPermanentIsVisible(void);
+/* The lists gc.get_objects() and gc.get_referrers() also walk, stored in
+   lists[0..n) (at most 2), n returned: the permanent generation (frozen
+   objects are ordinary, collectable objects in cowpy) and the immortal
+   objects set aside from it by immortalizing freezes.  None with
+   PYTHONCOWGC=stock, which hides frozen objects as stock does. */
+extern int _PyGC_CowVisibleLists(PyInterpreterState *interp,
+                                 PyGC_Head **lists);
 
 /* PyOS_BeforeFork(), before it takes its locks: in the "immortal" fork
    mode, collect first (finalizers may run). */

@@ -884,8 +884,12 @@ class ImmortalizeTests(CowTestCase):
                   m, m.attrs, m.attrs["name"], m.attrs["blob"],
                   m.attrs["num"], m.attrs["fl"], m.attrs["tup"],
                   m.attrs["tup"][2], Model, Model.f, code,
-                  code.co_consts, code.co_consts[-1], fin.payload)],
-              "mortal": [gc.is_immortal(fin), gc.is_immortal(f)],
+                  code.co_consts, code.co_consts[-1])],
+              # Finalizer objects stay mortal, and so does what only they
+              # reach: it must be freed with them.
+              "mortal": [gc.is_immortal(fin), gc.is_immortal(f),
+                         gc.is_immortal(fin.payload),
+                         gc.is_immortal(vars(fin))],
               "garbage_collected_first": gw() is None,
               "refcount": sys.getrefcount(m) == sys.getrefcount(None),
               "visible": m in gc.get_objects()
@@ -897,13 +901,75 @@ class ImmortalizeTests(CowTestCase):
             out["mutable"] = True
             print(json.dumps(out))
         """)
-        self.assertEqual(res["objs"], [True] * 14)
-        self.assertEqual(res["mortal"], [False, False])
+        self.assertEqual(res["objs"], [True] * 13)
+        self.assertEqual(res["mortal"], [False] * 4)
         self.assertTrue(res["garbage_collected_first"])
         self.assertTrue(res["refcount"])
         self.assertTrue(res["visible"])
         self.assertTrue(res["stats"])
         self.assertTrue(res["mutable"])
+
+    def test_finalizer_attributes_freed_with_their_owner(self):
+        # Found by the fuzzer: a finalizer object's __dict__ (tracked on
+        # its own once materialized) was made immortal and kept every
+        # attribute alive after its owner died.
+        res = self.check_in_subprocess("""
+            import gc, json, weakref
+            class WithDel:
+                def __del__(self):
+                    pass
+            class Payload:
+                pass
+            d = WithDel()
+            d.a = Payload()
+            vars(d)
+            gc.freeze(immortalize=True)
+            immortal = [gc.is_immortal(d), gc.is_immortal(vars(d)),
+                        gc.is_immortal(d.a)]
+            p = Payload(); d.b = p
+            refs = [weakref.ref(p), weakref.ref(d.a)]
+            del p, d
+            gc.collect()
+            print(json.dumps({"immortal": immortal,
+                              "freed": [r() is None for r in refs]}))
+        """)
+        self.assertEqual(res["immortal"], [False, False, False])
+        self.assertEqual(res["freed"], [True, True])
+
+    def test_immortal_objects_leave_shared_collections(self):
+        # Immortal objects are set aside: a shared collection examines only
+        # what is still mortal, and what they refer to survives.
+        res = self.check_in_subprocess("""
+            import gc, json, weakref
+            class Node:
+                pass
+            heap = [[i, str(i)] for i in range(100_000)]
+            gc.freeze(immortalize=True)
+            frozen_after = gc.get_freeze_count()
+            # A mortal object referenced only from the immortal heap.
+            late = Node()
+            heap[0].append(late)
+            wr = weakref.ref(late)
+            del late
+            garbage = Node(); garbage.self = garbage
+            gw = weakref.ref(garbage); del garbage
+            gc.freeze()
+            gc.collect()
+            print(json.dumps({
+                "examined": gc.get_shared_stats()["last_examined"],
+                "frozen_after": frozen_after,
+                "kept": wr() is not None, "collected": gw() is None,
+                "listed": heap in gc.get_objects()
+                          and heap in gc.get_referrers(heap[5]),
+                "unfreeze": (gc.unfreeze(), gc.get_freeze_count())[1],
+            }))
+        """)
+        self.assertLess(res["examined"], 20_000)
+        self.assertLess(res["frozen_after"], 1000)
+        self.assertTrue(res["kept"])
+        self.assertTrue(res["collected"])
+        self.assertTrue(res["listed"])
+        self.assertEqual(res["unfreeze"], 0)
 
     def test_cycles_among_immortal_and_later_cycles(self):
         res = self.check_in_subprocess("""
