@@ -212,7 +212,9 @@ SECONDS ?= 60
 fuzz: cowpy
 	@mkdir -p $(RESULTS)/reliability
 	@$(COWPY) Tools/fuzz/gc_fuzz.py --seconds $(SECONDS) \
-	    --json $(RESULTS)/reliability/fuzz.json
+	    --json $(RESULTS)/reliability/fuzz.json \
+	    --md $(RESULTS)/reliability/fuzz.md
+	@$(COWPY) Tools/make/reliability_doc.py fuzz
 
 # Pre-fork server under load with worker recycling and SIGHUP reloads.
 MINUTES ?= 10
@@ -222,6 +224,7 @@ soak: all
 	    --json $(RESULTS)/reliability/soak.json \
 	    --md $(RESULTS)/reliability/soak.md \
 	    --csv $(RESULTS)/reliability/soak.csv
+	@$(COWPY) Tools/make/reliability_doc.py soak
 
 # ---------------------------------------------------------------- install
 # A separate object dir configured for PREFIX, so every path baked into the
