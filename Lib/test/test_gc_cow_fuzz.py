@@ -96,21 +96,34 @@ class GCFuzzTests(unittest.TestCase):
         seed = 7
         with tempfile.TemporaryDirectory() as tmp:
             report = os.path.join(tmp, "fuzz.json")
+            md = os.path.join(tmp, "fuzz.md")
             proc = run_script("--seed", str(seed), "--cases", "1",
                               "--steps", "40", "--quiet", "--json", report,
-                              "--self-test-fail")
+                              "--md", md, "--self-test-fail")
             step, command = self.assert_reported(proc, seed, "")
             with open(report) as f:
                 summary = json.load(f)
+            with open(md) as f:
+                fragment = f.read()
         self.assertEqual(step, 3)
         self.assertIn("--self-test-fail", command)
         self.assertEqual(summary["cases"], 1)
         self.assertEqual(len(summary["findings"]), 1)
         self.assertEqual(summary["findings"][0]["seed"], seed)
         self.assertEqual(summary["python"], sys.version)
-        for key in ("steps", "seconds"):
+        for key in ("steps", "seconds", "date"):
             self.assertIn(key, summary)
+        self.assertEqual(summary["last_seed"], seed)
+        for key in ("cow", "fork"):
+            self.assertEqual(sum(summary["modes"][key].values()), 1)
         fail_line = re.search(r"^FAIL .*$", proc.stdout, re.M).group(0)
+
+        # The markdown fragment has the figures and the reproduction.
+        self.assertIn("**1 finding**", fragment)
+        self.assertIn(f"| cases | 1 (seeds {seed}..{seed}) |", fragment)
+        self.assertIn(sys.version.split()[0], fragment)
+        self.assertIn(f"| steps | {summary['steps']} ", fragment)
+        self.assertIn(f"`{command}`", fragment)
 
         # The reproduction command finds the same thing again.
         argv = shlex.split(command)
@@ -127,8 +140,11 @@ class GCFuzzTests(unittest.TestCase):
         seed = 11
         proc = run_script("--seed", str(seed), "--cases", "1",
                           "--steps", "20", "--quiet", "--self-test-crash")
-        step, command = self.assert_reported(proc, seed,
-                                             "crashed with SIGSEGV at step 3")
+        # A sanitizer build turns the SIGSEGV into an abort (SIGABRT).
+        signame = ("SIGABRT" if "abort_on_error=1"
+                   in os.environ.get("ASAN_OPTIONS", "") else "SIGSEGV")
+        step, command = self.assert_reported(
+            proc, seed, f"crashed with {signame} at step 3")
         self.assertEqual(step, 3)
         self.assertIn("--self-test-crash", command)
 

@@ -67,7 +67,7 @@ step() {
         tail -n 40 "$log"
     fi
     local summary
-    summary=$(grep -E "^Total tests:|^cases run|^Result:" "$log" | tr '\n' ' ')
+    summary=$(grep -E "^Total tests:|^gc_fuzz:|^Result:" "$log" | tr '\n' ' ')
     echo "   $verdict in ${dt}s  $summary"
     results+=("$label|$verdict|$dt|$summary")
 }
