@@ -159,7 +159,7 @@ def own_mmap(obj, pre):
     return bool(size_field & 2)             # glibc's IS_MMAPPED bit
 
 
-candidates = [CowProbeBlock() for _ in range(12)]
+candidates = [CowProbeBlock() for _ in range(32)]
 PRE = sys.getsizeof(candidates[0]) - candidates[0].__sizeof__()
 # Keep 6 blocks in their own mmaps (no other object shares their pages).
 blocks = [b for b in candidates if own_mmap(b, PRE)][:6]
@@ -209,6 +209,14 @@ if pid == 0:
                 out[a] = struct.unpack("=Q", f.read(8))[0]
         return out
 
+    buf_mapping = None
+    if buf_addr:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split()
+                lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                if lo <= buf_addr < hi:
+                    buf_mapping = fields[5] if len(fields) > 5 else ""
     mine = raw("/proc/self/pagemap", all_block_pages + buf_expected)
     theirs = raw("/proc/%d/pagemap" % os.getppid(),
                  all_block_pages + buf_expected)
@@ -225,7 +233,12 @@ if pid == 0:
         "rows": rep.rows,
         "block_row": [x for x in rep.rows if x["type"] == name],
         "block_pages": rep.pages.get(name, []),
-        "no_object_pages": rep.pages.get(attribution.NO_OBJECT_ROW, []),
+        "no_object_pages": rep.pages.get(rep.no_object_row, []),
+        "buf_regions": {reg: sorted(set(buf_expected) & set(pages))
+                        for reg, pages in rep.region_pages.items()},
+        "buf_changed": [rep.changed.get(a, 0) for a in buf_expected],
+        "outside_pages": rep.written_pages.get(attribution.OUTSIDE_ROW, []),
+        "buf_mapping": buf_mapping,
         "expected": sorted(expected),
         "immortal": immortal,
         "raw_copied": raw_copied,
@@ -247,6 +260,228 @@ _, status = os.waitpid(pid, 0)
 sys.stdout.write(b"".join(chunks).decode())
 sys.exit(1 if status else 0)
 """
+
+# Untracked objects, regions and changed bytes.  Run with
+# MALLOC_MMAP_THRESHOLD_=131072, so that each of the 6 strings (200 KiB,
+# not tracked by the GC, referenced from a tracked list: one step) and
+# (usually) the 8 MiB bytearray get a page-aligned mmap of their own, while
+# a 64 KiB bytearray comes from the brk heap; each buffer must be reported
+# in the region of the mapping that holds it.  The child takes a reference to 3 of
+# the strings (writes their refcount: their first page), writes 5 pages of
+# the 8 MiB buffer and 3 of the 64 KiB one, stores into the item array of
+# a small list, and runs a function the parent never ran (its bytecode is
+# specialized in place).  It reports the attribution as JSON.
+UNTRACKED = r"""
+import gc, json, os, sys
+from cowstat import attribution
+
+PAGE = attribution.PAGE_SIZE
+try:
+    import ctypes
+except ImportError:
+    ctypes = None
+
+big = bytearray(8 << 20)     # larger than any free heap chunk: an mmap
+small = bytearray(64 * 1024)
+# Keep 6 strings that got an mmap of their own (malloc may reuse a large
+# enough free heap chunk): the object starts 16 bytes into its mapping.
+candidates = [("%d" % i) * (200 * 1024) for i in range(32)]
+strings = [x for x in candidates if id(x) % PAGE == 16][:6]  # tracked list
+del candidates
+STR_HEAD = 16 if len(strings) == 6 else -1
+small_list = [None] * 4
+
+
+def addr_of(buf):
+    return ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+
+
+def mapping_of(addr):
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split()
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if lo <= addr < hi:
+                return fields[5] if len(fields) > 5 else ""
+    return None
+
+
+def loop(n):
+    t = 0
+    for i in range(n):
+        t += i * 3 % 7
+    return t
+
+
+def pages_of(start, end):
+    return list(range(start // PAGE * PAGE, end, PAGE))
+
+
+str_pages = {i: pages_of(id(s), id(s) + sys.getsizeof(s))
+             for i, s in enumerate(strings)}
+if len(strings) < 6:
+    strings += [""] * (6 - len(strings))
+big_addr = addr_of(big) if ctypes else None
+small_addr = addr_of(small) if ctypes else None
+BIG_PAGES = (1, 7, 100, 200, 255)
+SMALL_PAGES = (2, 5, 9)
+TOUCH = (1, 3, 4)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    gc.disable()
+    os.close(r)
+    keep = [strings[i] for i in TOUCH]        # increfs: writes 3 heads
+    immortal = sys.getrefcount(strings[1]) >= 2 ** 30
+    for k in BIG_PAGES:
+        big[k * PAGE + 64] = 9
+    for k in SMALL_PAGES:
+        small[k * PAGE + 64] = 9
+    small_list[2] = small_list             # an item array write
+    for _ in range(200):
+        loop(20)
+    rep = attribution.report(top=None)
+    all_str = set(p for ps in str_pages.values() for p in ps)
+    code = loop.__code__
+    code_row = [x for x in rep.all_written if x["type"] == "code"]
+    result = {
+        "header": rep.header, "text": rep.text, "immortal": immortal,
+        "str_head_offset": STR_HEAD,
+        "str_expected": sorted(str_pages[i][0] for i in TOUCH),
+        "str_reported": sorted(all_str & set(rep.pages.get("str", []))),
+        "str_copied_elsewhere": sorted(
+            all_str & set(a for t, ps in rep.pages.items() if t != "str"
+                          for a in ps)),
+        "str_written": [x for x in rep.all_written if x["type"] == "str"],
+        "big_expected": [(big_addr + k * PAGE) // PAGE * PAGE
+                         for k in BIG_PAGES] if big_addr else [],
+        "small_expected": [(small_addr + k * PAGE + 64) // PAGE * PAGE
+                           for k in SMALL_PAGES] if small_addr else [],
+        "big_mapping": mapping_of(big_addr) if big_addr else None,
+        "small_mapping": mapping_of(small_addr) if small_addr else None,
+        "region_pages": rep.region_pages,
+        "regions": rep.regions,
+        "changed": {str(a): n for a, n in rep.changed.items()},
+        "code_row": code_row,
+        "code_page_changed": any(
+            rep.changed.get(p, 0) for p in pages_of(
+                id(code) + type(code).__basicsize__,
+                id(code) + code.__sizeof__())),
+        "list_items": [x for x in rep.all_written
+                       if x["type"] == attribution.LIST_ITEMS_TYPE],
+    }
+    os.write(w, json.dumps(result).encode())
+    os._exit(0)
+os.close(w)
+chunks = []
+while True:
+    data = os.read(r, 1 << 16)
+    if not data:
+        break
+    chunks.append(data)
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(b"".join(chunks).decode())
+sys.exit(1 if status else 0)
+"""
+
+
+@unittest.skipUnless(HAVE_PROC, "needs Linux /proc/self/pagemap")
+class AttributionUntrackedTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        env = tool_env(MALLOC_MMAP_THRESHOLD_="131072")
+        env.pop("PYTHONMALLOC", None)
+        p = subprocess.run([sys.executable, "-c", UNTRACKED], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, timeout=120)
+        if p.returncode:
+            raise AssertionError("attribution helper failed (%d):\n%s"
+                                 % (p.returncode, p.stderr))
+        cls.result = json.loads(p.stdout)
+
+    def compared(self):
+        h = self.result["header"]
+        if h["diff"] != "parent-mem":
+            self.skipTest("page contents not compared: %s" % h["diff_note"])
+
+    def test_untracked_strings_get_exactly_their_written_pages(self):
+        res = self.result
+        if res["immortal"]:
+            self.skipTest("inherited objects are immortal: no refcount "
+                          "writes")
+        if res["str_head_offset"] != 16:
+            self.skipTest("malloc gave fewer than 6 of 32 strings their "
+                          "own mmap (not glibc?)")
+        self.assertEqual(len(res["str_expected"]), 3)
+        self.assertEqual(res["str_reported"], res["str_expected"],
+                         res["text"])
+        self.assertEqual(res["str_copied_elsewhere"], [], res["text"])
+        self.assertGreater(res["header"]["untracked_found"], 0)
+
+    def test_untracked_string_writes_are_their_refcounts(self):
+        res = self.result
+        if res["immortal"] or res["str_head_offset"] != 16:
+            self.skipTest("no refcount writes, or strings not in mmaps")
+        self.compared()
+        for page in res["str_expected"]:
+            # One refcount: 1 changed byte (2 -> 3 in the low byte).
+            self.assertEqual(res["changed"].get(str(page)), 1, res["text"])
+        row, = res["str_written"]
+        self.assertGreaterEqual(row["objects"], 3)
+        self.assertIn("+0", row["offsets"])
+
+    def test_malloc_buffers_land_in_their_regions(self):
+        res = self.result
+        if not res["big_expected"]:
+            self.skipTest("ctypes unavailable: cannot locate the buffers")
+        for key, pages in (("big", res["big_expected"]),
+                           ("small", res["small_expected"])):
+            region = {"[heap]": "heap", "": "anon"}.get(
+                res[key + "_mapping"])
+            if region is None:
+                continue
+            with self.subTest(buffer=key, region=region):
+                got = sorted(set(pages) & set(res["region_pages"][region]))
+                self.assertEqual(got, pages, res["text"])
+        self.assertIn(res["big_mapping"], ("", "[heap]"))
+        self.assertIn(res["small_mapping"], ("", "[heap]"))
+
+    def test_region_table_adds_up(self):
+        res = self.result
+        regions = res["regions"]
+        self.assertEqual([r["region"] for r in regions],
+                         list(attribution.REGION_KEYS))
+        self.assertEqual(sum(r["pages"] for r in regions),
+                         res["header"]["copied_pages"])
+        for r in regions:
+            self.assertEqual(r["pages"],
+                             len(res["region_pages"][r["region"]]))
+            self.assertLessEqual(r["no_object"], r["pages"])
+        self.assertIn("copied pages by region", res["text"])
+        image = res["header"]["python_image"]
+        self.assertTrue(image and os.path.exists(image), image)
+        self.assertGreater(res["header"]["pymalloc_pools"], 0, res["text"])
+        self.assertGreater(res["region_pages"]["pymalloc"], [], res["text"])
+
+    def test_buffer_changed_bytes(self):
+        res = self.result
+        self.compared()
+        for page in res["big_expected"] + res["small_expected"]:
+            self.assertEqual(res["changed"].get(str(page)), 1, res["text"])
+        items = res["list_items"]
+        self.assertEqual(len(items), 1, res["text"])
+        self.assertGreater(items[0]["bytes"], 0)
+
+    @unittest.skipIf(sys.version_info < (3, 11),
+                     "no adaptive specialization before 3.11")
+    def test_specialization_writes_into_the_code_object(self):
+        res = self.result
+        self.compared()
+        self.assertTrue(res["code_page_changed"], res["text"])
+        row, = res["code_row"]
+        self.assertIn("items", row["offsets"], res["text"])
+
 
 # The master installs the signal handler and forks; the worker waits for
 # SIGUSR2 and the report file.
@@ -288,7 +523,7 @@ class AttributionTest(unittest.TestCase):
 
     def setUp(self):
         if self.result["n_mmapped"] < 6:
-            self.skipTest("malloc gave only %d of 12 blocks their own mmap "
+            self.skipTest("malloc gave only %d of 32 blocks their own mmap "
                           "(not glibc?)" % self.result["n_mmapped"])
 
     def test_raw_pagemap_shows_exactly_the_written_pages(self):
@@ -319,6 +554,26 @@ class AttributionTest(unittest.TestCase):
         self.assertEqual(res["raw_buf_copied"], res["buf_expected"])
         missing = set(res["buf_expected"]) - set(res["no_object_pages"])
         self.assertFalse(missing, res["text"])
+
+    def test_untracked_buffer_region_and_changed_bytes(self):
+        # The buffer's pages lie in the region of the mapping that holds
+        # them ([heap] or an anonymous mmap), and each has exactly the one
+        # byte the child changed, outside any object.
+        res = self.result
+        if not res["buf_expected"]:
+            self.skipTest("ctypes unavailable: cannot locate the buffer")
+        region = {"[heap]": "heap", "": "anon"}.get(res["buf_mapping"])
+        if region is None:
+            self.skipTest("buffer in mapping %r" % res["buf_mapping"])
+        self.assertEqual(res["buf_regions"][region], res["buf_expected"],
+                         res["text"])
+        if res["header"]["diff"] != "parent-mem":
+            self.skipTest("page contents not compared: %s"
+                          % res["header"]["diff_note"])
+        self.assertEqual(res["buf_changed"], [1] * len(res["buf_expected"]),
+                         res["text"])
+        self.assertFalse(set(res["buf_expected"]) - set(res["outside_pages"]),
+                         res["text"])
 
     def test_rows_add_up(self):
         res = self.result
@@ -368,6 +623,44 @@ class AttributionApiTest(unittest.TestCase):
         self.assertEqual([r[2] for r in regions],
                          ["[heap]", "[anon]", "[anon:x]"])
         self.assertEqual(regions[0][:2], (0x55d0a0000000, 0x55d0a0021000))
+
+    def test_classify_maps(self):
+        maps = textwrap.dedent("""\
+            55d0a0000000-55d0a0010000 r--p 00000000 08:01 77   /usr/bin/py
+            55d0a0010000-55d0a0020000 rw-p 00010000 08:01 77   /usr/bin/py
+            55d0a0020000-55d0a0030000 rw-p 00000000 00:00 0
+            55d0a1000000-55d0a1021000 rw-p 00000000 00:00 0    [heap]
+            7f0000000000-7f0000100000 rw-p 00000000 00:00 0
+            7f0000100000-7f0000101000 ---p 00000000 00:00 0
+            7f0000101000-7f0000901000 rw-p 00000000 00:00 0
+            7f0000a00000-7f0000a10000 rw-p 00001000 08:01 99   /lib/libc.so
+            7f0000a10000-7f0000a11000 rw-p 00000000 00:00 0
+            7f0000b00000-7f0000b01000 rw-s 00000000 00:01 5    /dev/zero
+            7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0    [stack]
+            7ffc00100000-7ffc00102000 r--p 00000000 00:00 0    [vvar]
+            """)
+        got = [(hex(s), r) for s, e, n, r in
+               attribution.classify_maps(maps, image="/usr/bin/py")]
+        self.assertEqual(got, [
+            ("0x55d0a0010000", "python"), ("0x55d0a0020000", "python"),
+            ("0x55d0a1000000", "heap"), ("0x7f0000000000", "anon"),
+            ("0x7f0000101000", "stack"), ("0x7f0000a00000", "files"),
+            ("0x7f0000a10000", "files"), ("0x7ffc00000000", "stack")])
+
+    def test_elf_segment_end_of_this_interpreter(self):
+        # The .bss of the running interpreter ends where its ELF program
+        # headers say: inside or at the end of the anonymous mapping that
+        # follows its writable file mapping.
+        with open("/proc/self/maps") as f:
+            maps = attribution.parse_maps_all(f.read())
+        addr = id(int)
+        hit = [m for m in maps if m[0] <= addr < m[1]]
+        self.assertEqual(len(hit), 1)
+        start, end, perms, inode, name, offset = hit[0]
+        seg_end = attribution.elf_segment_end(name, start, offset)
+        self.assertIsNotNone(seg_end)
+        self.assertGreaterEqual(seg_end, end)
+        self.assertEqual(seg_end % PAGE, 0)
 
     def test_signal_handler_writes_report(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -43,9 +43,18 @@ statistics as they are (what it writes at exit), disables the collector for
 the report's duration and, on stock CPython with a frozen heap, calls
 gc.unfreeze() so that gc.get_objects() lists the inherited objects (cowpy
 lists frozen objects itself); COWPY_BENCH_ATTRIBUTION_UNFREEZE=0 skips that.
+COWPY_BENCH_ATTRIBUTION_DETAIL=1 adds cowstat's per-page detail (every copied
+page: region, types, changed bytes) to the report.
 DIR/attribution-PID.meta.json says what was done.  Meant to be sent once,
 after the measurements: the report itself copies pages (it walks every
 object) and the worker is not meant to serve more requests afterwards.
+
+Optional: COWPY_BENCH_WARMUP=N (default 0: nothing) serves N /item/<id>
+requests (ids spread over the users) and one /health through Flask's test
+client in the master at import, before gunicorn forks, so that the
+request path's code has run (specialized bytecode, caches filled) in the
+inherited heap; product_summary's cache is cleared afterwards, so the
+workers start with the same empty per-worker cache as without warm-up.
 """
 
 # A broad stdlib import set, as a real service has (each module's code,
@@ -438,7 +447,8 @@ def _install_attribution(directory):
     attribution.install_signal_handler(
         signum=signum,
         path_template=os.path.join(directory, "attribution-{pid}.json"),
-        top=None)                          # every type: the runner averages
+        top=None,                          # every type: the runner averages
+        detail=os.environ.get("COWPY_BENCH_ATTRIBUTION_DETAIL", "0") != "0")
     report_handler = signal.getsignal(signum)
 
     def handler(sig, frame):
@@ -473,6 +483,29 @@ def _install_attribution(directory):
                 gc.enable()
 
     signal.signal(signum, handler)
+
+
+# ------------------------------------------------------------ warm-up
+def _warm_up(n):
+    """Serve N requests in this process (the master, before the fork)."""
+    global REQUESTS
+    client = app.test_client()
+    for k in range(n):
+        resp = client.get(f"/item/{(k * 7919) % USERS}")
+        if resp.status_code != 200:
+            raise RuntimeError("warm-up request failed: %s"
+                               % resp.status_code)
+    client.get("/health")
+    product_summary.cache_clear()
+    REQUESTS = 0
+
+
+_WARMUP = int(os.environ.get("COWPY_BENCH_WARMUP", "0") or 0)
+if _WARMUP > 0:
+    _t0 = time.perf_counter()
+    _warm_up(_WARMUP)
+    log.warning("warm-up: %d requests in the master in %.2fs", _WARMUP,
+                time.perf_counter() - _t0)
 
 
 if _ATTRIBUTION_DIR:

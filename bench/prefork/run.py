@@ -30,7 +30,10 @@ app.py installs cowstat's attribution handler (ATTRIBUTION_SIGNAL).  After
 the "loaded" measurement, every worker gets the signal and writes which
 object types sit on the pages it copied from the master; the runner waits
 (--attribution-timeout) and prints, per mode, the top rows averaged over the
-workers, and writes DIR/prefork_attribution.csv.
+workers, the copied pages by region (pymalloc arenas, heap, ...) and the
+bytes changed since the fork by type, and writes
+DIR/prefork_attribution.csv, prefork_attribution_regions.csv and
+prefork_attribution_written.csv.
 
 Dependencies come from Debian only (bench/prefork/debian-packages.txt:
 gunicorn, python3-flask, wrk).  Debian's pure-Python packages target its
@@ -539,6 +542,8 @@ def collect_attribution(pids, workdir, timeout, mode_name):
                     text = f.read()
                 data = json.loads(text)
                 rep["header"], rep["rows"] = data["header"], data["rows"]
+                rep["regions"] = data.get("regions") or []
+                rep["written"] = data.get("written") or []
             except (OSError, ValueError, KeyError) as e:
                 # cowstat writes its failure message as text into the file.
                 rep["error"] = (text or repr(e)).strip()
@@ -610,6 +615,13 @@ def summarize_attribution(results, mode_name, top):
     metas = [r.get("meta", {}) for r in reps]
     return {
         "mode": mode_name, "workers": n, "missing": missing, "rows": shown,
+        "regions": _mean_regions(reps, total),
+        "written": _mean_written(reps, top),
+        "diff": sorted({h.get("diff", "off") for h in headers}),
+        "pymalloc_by_cause": _mean_nested(
+            [h.get("pymalloc_by_cause") for h in headers]),
+        "parent_pymalloc": _mean_nested(
+            [h.get("parent_pymalloc") for h in headers]),
         "copied_pages_mean": total,
         "methods": sorted({h["method"] for h in headers}),
         "new_pages_mean": statistics.fmean(h["new_pages"] for h in headers),
@@ -622,6 +634,78 @@ def summarize_attribution(results, mode_name, top):
         "frozen_before": max(m.get("frozen_before", 0) for m in metas),
         "unfrozen": any(m.get("unfrozen") for m in metas),
     }
+
+
+REGION_FIELDS = ("pages", "no_object", "identical", "alloc_only",
+                 "immortal_written")
+
+
+def _mean_regions(reps, total):
+    """Mean per worker of each region row (cowstat's "copied pages by
+    region" table); [] for reports without it."""
+    n = len(reps)
+    by = {}
+    for i, r in enumerate(reps):
+        for row in r.get("regions") or []:
+            d = by.setdefault(row["region"], {
+                "region": row["region"], "label": row.get("label", ""),
+                **{k: [None] * n for k in REGION_FIELDS}})
+            for k in REGION_FIELDS:
+                d[k][i] = row.get(k)
+    out = []
+    for d in by.values():
+        row = {"region": d["region"], "label": d["label"]}
+        for k in REGION_FIELDS:
+            vals = [v for v in d[k] if v is not None]
+            row[k + "_mean"] = statistics.fmean(vals) if vals else None
+        row["pages_min"] = min(v or 0 for v in d["pages"])
+        row["pages_max"] = max(v or 0 for v in d["pages"])
+        row["mib_mean"] = row["pages_mean"] * PAGE_SIZE / 2.0 ** 20
+        row["share"] = row["pages_mean"] / total if total else 0.0
+        out.append(row)
+    return out
+
+
+def _mean_nested(dicts):
+    """Mean of dicts of numbers (or of such dicts), key by key; None when
+    no report has it."""
+    dicts = [d for d in dicts if isinstance(d, dict) and "error" not in d]
+    if not dicts:
+        return None
+    out = {}
+    for k, v in dicts[0].items():
+        if isinstance(v, dict):
+            out[k] = _mean_nested([d.get(k) for d in dicts])
+        elif isinstance(v, (int, float)):
+            out[k] = statistics.fmean(d.get(k) or 0 for d in dicts)
+    return out
+
+
+def _mean_written(reps, top):
+    """Mean per worker of cowstat's "bytes changed" rows (pages on which
+    the type holds most changed bytes, changed bytes), top TOP by pages
+    plus the rest summed."""
+    n = len(reps)
+    by = {}
+    for i, r in enumerate(reps):
+        for row in r.get("written") or []:
+            d = by.setdefault(row["type"], {"pages": [0] * n,
+                                            "bytes": [0] * n,
+                                            "immortal_bytes": [0] * n,
+                                            "objects": [0] * n})
+            for k in d:
+                d[k][i] = row.get(k) or 0
+    rows = [{"type": name,
+             **{k + "_mean": statistics.fmean(v) for k, v in d.items()}}
+            for name, d in by.items()]
+    rows.sort(key=lambda r: (-r["pages_mean"], -r["bytes_mean"], r["type"]))
+    shown, rest = rows[:top], rows[top:]
+    if rest:
+        shown.append({"type": "(%d other types)" % len(rest),
+                      **{k: sum(r[k] for r in rest)
+                         for k in ("pages_mean", "bytes_mean",
+                                   "immortal_bytes_mean", "objects_mean")}})
+    return shown
 
 
 def fmt_attribution(att, uss_mean):
@@ -649,6 +733,58 @@ def fmt_attribution(att, uss_mean):
                           "%.1f" % r["mib_mean"],
                           "%.1f%%" % (100.0 * r["share"]),
                           "%d..%d" % (r["pages_min"], r["pages_max"])))
+    if att.get("regions"):
+        def opt(v):
+            return "-" if v is None else "%.0f" % v
+        out.append("  by region (mean pages; no_object: no object found; "
+                   "identical: same bytes as the master's page; "
+                   "alloc_only: every changed byte outside the objects "
+                   "found; immortal_w: a changed byte in an immortal "
+                   "object):")
+        fmt = "  %-9s %9s %7s %6s %10s %10s %11s %11s  %s"
+        out.append(fmt % ("region", "pages", "MiB", "share", "no_object",
+                          "identical", "alloc_only", "immortal_w",
+                          "description"))
+        for r in att["regions"]:
+            out.append(fmt % (r["region"], "%.0f" % r["pages_mean"],
+                              "%.1f" % r["mib_mean"],
+                              "%.1f%%" % (100.0 * r["share"]),
+                              opt(r["no_object_mean"]),
+                              opt(r["identical_mean"]),
+                              opt(r["alloc_only_mean"]),
+                              opt(r["immortal_written_mean"]), r["label"]))
+    bc = att.get("pymalloc_by_cause")
+    if bc:
+        f, n = bc["free_in_parent"], bc["full_in_parent"]
+        out.append("  pymalloc pages by the master's pool: %.0f had a free "
+                   "or never used block there in the master (identical "
+                   "%.0f, immortal written %.0f, other %.0f); %.0f had none "
+                   "(identical %.0f, immortal written %.0f, other %.0f)" % (
+                       sum(f.values()), f["identical"],
+                       f["immortal_written"], f["other"], sum(n.values()),
+                       n["identical"], n["immortal_written"], n["other"]))
+    pc = att.get("parent_pymalloc")
+    if pc:
+        out.append("  master's pymalloc pools: %.0f (%.0f KiB): in use "
+                   "%.0f KiB, free-listed (holes) %.0f KiB in %.0f pools on "
+                   "%.0f pages, never used %.0f KiB (%.0f more pages), %.0f "
+                   "empty pools" % (
+                       pc["pools"], pc["pool_kib"], pc["used_kib"],
+                       pc["free_kib"], pc["pools_with_holes"],
+                       pc.get("hole_pages", 0), pc["virgin_kib"],
+                       pc.get("virgin_pages", 0), pc["empty_pools"]))
+    if att.get("written"):
+        width = max(len("changed bytes by type"),
+                    *(len(r["type"]) for r in att["written"]))
+        fmt = "  %-*s  %9s  %10s  %10s"
+        out.append("  bytes changed since the fork (each copied page "
+                   "compared with the master's), mean per worker:")
+        out.append(fmt % (width, "changed bytes by type", "pages", "bytes",
+                          "immortal"))
+        for r in att["written"]:
+            out.append(fmt % (width, r["type"], "%.0f" % r["pages_mean"],
+                              "%.0f" % r["bytes_mean"],
+                              "%.0f" % r["immortal_bytes_mean"]))
     return "\n".join(out)
 
 
@@ -1068,7 +1204,7 @@ def main():
                     "cowstat's attribution report (pages copied from the "
                     "master, by object type) and print the top rows per "
                     "mode (default: on)")
-    ap.add_argument("--attribution-timeout", type=float, default=30,
+    ap.add_argument("--attribution-timeout", type=float, default=120,
                     help="seconds to wait for the workers' reports")
     ap.add_argument("--attribution-top", type=int, default=6,
                     help="attribution rows shown per mode")
@@ -1200,11 +1336,17 @@ def main():
                   "over the workers%s, top %d types:"
                   % (" of every round" if args.rounds > 1 else "",
                      args.attribution_top))
-            att_rows = []
+            att_rows, region_rows, written_rows = [], [], []
             for a in aggs:
                 att = summarize_attribution(results, a["mode"],
                                             args.attribution_top)
                 print(fmt_attribution(att, a["uss_mean"]))
+                for r in att.get("regions", []):
+                    region_rows.append(dict(r, mode=a["mode"],
+                                            workers=att["workers"]))
+                for r in att.get("written", []):
+                    written_rows.append(dict(r, mode=a["mode"],
+                                             workers=att["workers"]))
                 for r in att.get("rows", []):
                     att_rows.append(dict(
                         r, mode=a["mode"], workers=att["workers"],
@@ -1218,6 +1360,23 @@ def main():
                                  "objects_mean", "workers",
                                  "copied_pages_mean", "method", "unfrozen"])
             csvs += ", prefork_attribution.csv"
+            if region_rows:
+                write_csv(os.path.join(args.csv_dir,
+                                       "prefork_attribution_regions.csv"),
+                          region_rows, ["mode", "region", "pages_mean",
+                                        "mib_mean", "share", "pages_min",
+                                        "pages_max", "no_object_mean",
+                                        "identical_mean", "alloc_only_mean",
+                                        "immortal_written_mean", "workers",
+                                        "label"])
+                csvs += ", prefork_attribution_regions.csv"
+            if written_rows:
+                write_csv(os.path.join(args.csv_dir,
+                                       "prefork_attribution_written.csv"),
+                          written_rows, ["mode", "type", "pages_mean",
+                                         "bytes_mean", "immortal_bytes_mean",
+                                         "objects_mean", "workers"])
+                csvs += ", prefork_attribution_written.csv"
         print("\nCSV (kB per process, MiB per mode): %s/prefork_modes.csv, "
               "%s" % (args.csv_dir, csvs))
         if args.watch:
