@@ -3,7 +3,7 @@
 
     python3 Tools/fuzz/gc_fuzz.py [--seed N] [--steps N] [--seconds S]
                                   [--cases N] [--jobs N] [--timeout S]
-                                  [--quiet] [--json FILE] [--report-known]
+                                  [--quiet] [--json FILE] [--md FILE]
     python3 Tools/fuzz/gc_fuzz.py --one-case --seed N [--steps K]
 
 Without --one-case the script is a runner: it runs cases (one seed each,
@@ -11,7 +11,8 @@ seeds N, N+1, ...; N random by default) for --seconds or --cases, every
 case in a fresh subprocess running this script with --one-case, so that a
 crash ends one case only and every case starts from a clean interpreter.
 It prints a summary (cases, steps, findings), writes it to --json if
-asked, and exits with status 1 if anything was found.  A finding reads
+asked (and a markdown fragment for docs/reliability.md to --md), and exits
+with status 1 if anything was found.  A finding reads
 
     FAIL seed=1234: step K: <what>
     reproduce: PYTHON Tools/fuzz/gc_fuzz.py --one-case --seed 1234 --steps K
@@ -56,8 +57,7 @@ own edges (never through gc):
           its payload and edges as modelled, tracked, listed by
           gc.get_objects(), and immortal exactly if pinned;
     MAY   reachable from a frozen live node while the collector may not
-          examine frozen objects (stock mode, a stock interpreter), or
-          from an immortal __dict__ of a mortal node (known issue 1): no
+          examine frozen objects (stock mode, a stock interpreter): no
           expectation;
     DIE   everything else: after a full collection (repeated until no
           finalizer runs and no side-arena fallback happens) its registry
@@ -68,10 +68,23 @@ node with one; a registry weakref is dead exactly when its callback ran,
 and that callback ran at most once; an in-graph weakref callback runs at
 most once and only for a dead referent, and a weakref held by a live node
 is cleared exactly when its referent died; resurrected objects are not
-finalized again when they die for good.  After an immortalizing freeze
-(gc.freeze(immortalize=True) or the "immortal" fork mode) every live node
-without a finalizer is pinned, which makes it (and what it refers to) a
-holder: immortal objects are never freed.
+finalized again when they die for good.
+
+An immortalizing freeze (gc.freeze(immortalize=True), or the "immortal"
+fork mode at os.fork()) starts at the frozen objects referenced from
+outside the frozen set and never goes through an object that stays
+mortal (one whose type has a finalizer: here the kinds with __del__ or
+tp_del).  So the model pins every node reachable from a holder by a path
+that does not pass through a node with a finalizer; a pinned node (and
+what it refers to) is a holder from then on, since immortal objects are
+never freed.  Nodes with finalizers stay mortal, and so does what the
+holders reach only through them: it dies with them (DIE above).  The
+__dict__ of a node that stays mortal must stay mortal too: an immortal
+one would keep whatever it holds when the node dies (a bug the fuzzer
+found, now fixed).  Immortal objects leave the permanent generation, so
+gc.get_freeze_count() does not count them; the model does not use that
+count, and expects gc.get_objects() and gc.get_referrers() to list pinned
+nodes as any other.
 
 Operations, chosen at random with per-case weights: create nodes, add
 edges and cycles, remove edges, drop roots, revive a dropped node through
@@ -95,24 +108,6 @@ brings back); a weakref that is garbage itself is cleared without its
 callback even if its referent lives on (bpo-38006), which shows when its
 holder is resurrected; legacy finalizers in garbage go to gc.garbage with
 what they reach, and run only when freed by reference counting.
-
-Known issues (modelled, so that the fuzzer looks further; --report-known
-reports them as findings instead):
-
- 1. An immortalizing freeze makes the __dict__ of an object with a
-    finalizer immortal when that dict is a tracked object of its own (a
-    materialized dict holding a GC object, or one that no longer shares
-    the class's keys), although the object itself stays mortal.  When the
-    object dies, whatever the dict then holds (attributes stored after
-    the freeze included) is never freed; stock, and cowpy without the
-    immortalizing freeze, free it:
-
-        class D:
-            def __del__(self): pass
-        d = D(); d.a = []; vars(d)
-        gc.freeze(immortalize=True)     # d mortal, d.__dict__ immortal
-        d.b = bytearray(10 ** 8)        # stored after the freeze
-        del d; gc.collect()             # the bytearray is never freed
 """
 
 import argparse
@@ -365,13 +360,11 @@ def signal_name(num):
 class Case:
     """One seeded run: a graph, its model, and the operations on them."""
 
-    def __init__(self, seed, steps, quiet=False, self_test=None,
-                 report_known=False):
+    def __init__(self, seed, steps, quiet=False, self_test=None):
         self.seed = seed
         self.steps = steps
         self.quiet = quiet
         self.self_test = self_test
-        self.report_known = report_known
         self.rng = random.Random(seed)
         self.path = [0]                 # step numbers, one per fork depth
         self.total_steps = 0
@@ -392,7 +385,6 @@ class Case:
         self.pinned_objs = []           # pinned nodes we can reach
         self.pinned_acc = set()
         self.pinned_inacc = set()       # pinned lists/dicts we cannot
-        self.dict_pinned = set()        # mortal, but __dict__ immortal
         self.events = 0                 # finalizer runs, all kinds
         self.next_nid = 0
         self.next_slot = 0
@@ -738,13 +730,6 @@ class Case:
         if full:
             self.check_dead(live)
 
-    def dict_held(self):
-        """Nodes that immortal __dict__s of mortal nodes may hold (known
-        issue 1): whether they do depends on whether the dict was in use
-        when its node died, so they may live or die."""
-        return [t for n in sorted(self.dict_pinned)
-                for t in self.edges[n].values()]
-
     def _self_test(self, amap):
         if (self.self_test != "fail" or self.corrupted
                 or len(self.path) > 1 or self.path[0] < 3):
@@ -880,8 +865,6 @@ class Case:
         if self.stockish():
             held = sorted(n for n, i in self.info.items()
                           if i.frozen and i.wrs[-1]() is not None)
-        if not self.report_known:
-            held += self.dict_held()
         may = self.reach(held)
         for nid, info in self.info.items():
             if nid in live or nid in may:
@@ -911,8 +894,6 @@ class Case:
             flags.append("pinned")
         if nid in self.ghosts:
             flags.append("resurrected")
-        if nid in self.dict_pinned:
-            flags.append("immortal-dict")
         return f"{nid}({','.join(flags)})"
 
     # -------------------------------------------------------- operations
@@ -984,14 +965,8 @@ class Case:
         return f"{nids[0]}..{nids[-1]} under {parent}"
 
     def revivable(self):
-        """Instance nodes outside the graph whose weakref still works.
-
-        Not those an immortal __dict__ may hold (known issue 1): such a
-        node can be a collected object that the dict kept from being
-        freed, cleared by the collector and reachable only through a
-        weakref made while it was being finalized."""
+        """Instance nodes outside the graph whose weakref still works."""
         skip = set(self.actual_map())
-        skip |= self.dict_pinned | self.reach(self.dict_held())
         return sorted(n for n, i in self.info.items()
                       if n not in skip and i.kind not in CONTAINERS
                       and i.wrs[-1]() is not None)
@@ -1487,8 +1462,6 @@ def repro_command(python, seed, step, extra=()):
 def case_args(args):
     """Options passed on to every case (and into reproduction lines)."""
     out = []
-    if args.report_known:
-        out.append("--report-known")
     if args.self_test_fail:
         out.append("--self-test-fail")
     if args.self_test_crash:
@@ -1501,8 +1474,7 @@ def run_one_case(args):
     global MODEL
     self_test = ("fail" if args.self_test_fail
                  else "crash" if args.self_test_crash else None)
-    case = Case(args.seed, args.steps, quiet=args.quiet, self_test=self_test,
-                report_known=args.report_known)
+    case = Case(args.seed, args.steps, quiet=args.quiet, self_test=self_test)
     MODEL = case
     sys.unraisablehook = case.unraisable
     gc.callbacks.append(case.gc_phase)
@@ -1633,7 +1605,10 @@ def run_campaign(first_seed, steps, cases=None, seconds=None, jobs=1,
     python = python or sys.executable
     start = time.monotonic()
     summary = {"cases": 0, "steps": 0, "findings": [], "seconds": 0.0,
-               "python": sys.version, "first_seed": first_seed}
+               "python": sys.version, "first_seed": first_seed,
+               "last_seed": None, "date": time.strftime("%Y-%m-%d %H:%M"),
+               "steps_per_case": steps, "jobs": max(1, jobs),
+               "modes": {"cow": {}, "fork": {}}}
     next_seed = first_seed
 
     def more():
@@ -1669,6 +1644,15 @@ def run_campaign(first_seed, steps, cases=None, seconds=None, jobs=1,
                            "stderr": ""}
                 summary["cases"] += 1
                 summary["steps"] += res["steps"]
+                if summary["last_seed"] is None or \
+                        seed > summary["last_seed"]:
+                    summary["last_seed"] = seed
+                for key, mix in summary["modes"].items():
+                    # The mode the seed chose (ops may switch it later);
+                    # none on a stock interpreter or a case that died
+                    # before reporting.
+                    mode = res["config"].get(key, "n/a")
+                    mix[mode] = mix.get(mode, 0) + 1
                 cfg = " ".join(f"{k}={v}" for k, v in res["config"].items()
                                if k in ("cow", "fork"))
                 if res["finding"] is None:
@@ -1686,6 +1670,50 @@ def run_campaign(first_seed, steps, cases=None, seconds=None, jobs=1,
                     out("  stderr: " + res["stderr"].replace("\n", "\n    "))
     summary["seconds"] = round(time.monotonic() - start, 1)
     return summary
+
+
+def write_md(path, summary, python):
+    """A markdown fragment with the figures of a run, for
+    docs/reliability.md (Tools/make/reliability_doc.py copies it there)."""
+    found = summary["findings"]
+    cases = summary["cases"]
+    if cases:
+        seeds = f"{summary['first_seed']}..{summary['last_seed']}"
+    else:
+        seeds = f"none run (first seed {summary['first_seed']})"
+
+    def mix(key):
+        counts = sorted(summary["modes"][key].items(),
+                        key=lambda kv: (-kv[1], kv[0]))
+        return ", ".join(f"{mode} {n}" for mode, n in counts)
+    version = summary["python"].split()[0]
+    verdict = (f"**{len(found)} finding{'s' if len(found) != 1 else ''}**"
+               if found else "**no findings**")
+    lines = [
+        f"`Tools/fuzz/gc_fuzz.py`, {summary['date']}, {version}: {verdict} "
+        f"in {cases} cases ({summary['seconds']:.0f} s).",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| interpreter | `{python}`, {version} |",
+        f"| time | {summary['seconds']:.1f} s, {summary['jobs']} "
+        f"job{'s' if summary['jobs'] != 1 else ''} |",
+        f"| cases | {cases} (seeds {seeds}) |",
+        f"| steps | {summary['steps']} (up to {summary['steps_per_case']} "
+        f"per case, plus those of fork children) |",
+        f"| findings | {len(found)} |",
+        f"| collector mode chosen by the seed | {mix('cow') or '-'} |",
+        f"| fork mode chosen by the seed | {mix('fork') or '-'} |",
+    ]
+    if found:
+        lines += ["", "Findings (one-line reproductions):", ""]
+        for f in found:
+            what = (f["what"] or "").strip().splitlines()
+            what = what[0] if what else "?"
+            lines.append(f"- seed {f['seed']}, {what.replace('|', '/')}; "
+                         f"reproduce: `{f['reproduce']}`")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def main(argv=None):
@@ -1708,13 +1736,12 @@ def main(argv=None):
                         help="print findings and the summary only")
     parser.add_argument("--json", metavar="FILE",
                         help="write the summary as JSON")
+    parser.add_argument("--md", metavar="FILE",
+                        help="write the figures as a markdown fragment "
+                             "(for docs/reliability.md)")
     parser.add_argument("--one-case", action="store_true",
                         help="run one case in this process (what the "
                              "runner starts per seed)")
-    parser.add_argument("--report-known", action="store_true",
-                        help="report the known issues listed in the "
-                             "docstring as findings instead of modelling "
-                             "them")
     parser.add_argument("--self-test-fail", action="store_true",
                         help="corrupt an expectation at step 3, to test "
                              "how findings are reported")
@@ -1742,10 +1769,16 @@ def main(argv=None):
                            out=functools.partial(print, flush=True))
     print(f"gc_fuzz: {summary['cases']} cases, {summary['steps']} steps, "
           f"{len(summary['findings'])} findings in {summary['seconds']} s")
+    for path in (args.json, args.md):
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)),
+                        exist_ok=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)
             f.write("\n")
+    if args.md:
+        write_md(args.md, summary, sys.executable)
     return 1 if summary["findings"] else 0
 
 
