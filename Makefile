@@ -154,7 +154,7 @@ define build
 	@st=$(B)/$(1)/.installed; \
 	if [ ! -f $$st ] || [ -n "$$(find $(B)/obj/$(1)/python \
 	        $(B)/obj/$(1)/Modules $(B)/src/$(1)/Lib -newer $$st \
-	        -print -quit)" ]; then \
+	        -type f ! -name '*.pyc' -print -quit)" ]; then \
 	    echo "installing $(1) into build/$(1)"; \
 	    PATH=$(CCPATH) $(MAKE) -s -C $(B)/obj/$(1) install \
 	        >$(B)/obj/$(1)/install.out 2>&1 || \

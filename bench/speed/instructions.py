@@ -9,10 +9,11 @@ Each (interpreter, workload) runs twice under
 `valgrind --tool=callgrind`: once in full (setup, W warm-up runs,
 gc.collect(), one run(S)) and once without that last run(S); the
 difference is the instructions of one run(S) alone (interpreter start-up,
-imports and the untimed setup cancel out).  Default workloads: gc_churn,
-heap_growth, after_freeze (the collector-heavy ones) and calls (a control
-with no collections), at scale 0.05 (each callgrind run well under 2
-minutes here); --quick uses scale 0.01.
+imports and the untimed setup cancel out).  Default: every workload of
+the suite, at scale 0.05 (each callgrind run well under 2 minutes here;
+about 10 minutes in all); --quick uses scale 0.01; --only NAMES for a
+subset (e.g. gc_churn,heap_growth,after_freeze,calls: the collector-heavy
+ones and a control with no collections).
 
 Instructions are not time: they ignore cache misses, which are most of a
 collection's cost over a large heap (see bench/gc_speed.py), but an equal
@@ -31,7 +32,7 @@ sys.dont_write_bytecode = True      # no __pycache__ in the repository
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common  # noqa: E402
 
-DEFAULT = "gc_churn,heap_growth,after_freeze,calls"
+DEFAULT = ""             # every workload (_common.select())
 
 
 def callgrind(python, name, scale, warmup, do_run, tmp):
@@ -54,7 +55,7 @@ def main():
     ap.add_argument("stock")
     ap.add_argument("cowpy")
     ap.add_argument("--only", default=DEFAULT,
-                    help="comma-separated workloads (default: %s)" % DEFAULT)
+                    help="comma-separated workloads (default: all)")
     ap.add_argument("--scale", type=float, default=None,
                     help="work per run() (default 0.05, 0.01 with --quick)")
     ap.add_argument("--quick", action="store_true")
