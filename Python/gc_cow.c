@@ -222,10 +222,6 @@ prefetch(const void *p)
 static int
 arena_alloc(cow_arena *a, Py_ssize_t nobjects)
 {
-    if (cow.inject_failures > 0) {
-        cow.inject_failures--;
-        return -1;
-    }
     size_t nslots = (size_t)nobjects + (size_t)nobjects / 3 + 1;
     if (nslots >= STACK_END) {
         return -2;
@@ -437,16 +433,18 @@ traverse_slot(cow_arena *a, size_t i, visitproc visit)
    Immortal objects stay out (stock moves them to the permanent
    generation; either way their references are never subtracted, so what
    they refer to survives).  Returns the number inserted, or -1 if the set
-   outgrew the table. */
+   outgrew the table; *walked: the objects of the set, immortal ones
+   included. */
 static Py_ssize_t
-arena_insert_all(cow_arena *a, PyGC_Head **lists, int nlists)
+arena_insert_all(cow_arena *a, PyGC_Head **lists, int nlists,
+                 Py_ssize_t *walked)
 {
     size_t capacity = a->nslots - a->nslots / 4;
     size_t n = 0;
-    Py_ssize_t walked = 0;
+    *walked = 0;
     FOR_EACH_IN_SET(lists, nlists, gc) {
         PyObject *op = FROM_GC(gc);
-        walked++;
+        (*walked)++;
         if (_Py_IsImmortal(op)) {
             continue;
         }
@@ -462,7 +460,6 @@ arena_insert_all(cow_arena *a, PyGC_Head **lists, int nlists)
         arena_ring_push(a, (uintptr_t)gc, v, ACT_INSERT);
     }
     arena_ring_drain(a);
-    cow.last_walked = walked;
     return (Py_ssize_t)n;
 }
 
@@ -579,6 +576,11 @@ static int
 arena_deduce_unreachable(PyGC_Head **lists, int nlists,
                          PyGC_Head *unreachable, Py_ssize_t *hint)
 {
+    /* gc._cow_fail_arena(n): a collection's arena "cannot be mapped". */
+    if (cow.inject_failures > 0) {
+        cow.inject_failures--;
+        return -1;
+    }
     cow_arena a;
     Py_ssize_t n;
     Py_ssize_t size = *hint > 0 ? *hint + HINT_SLACK(*hint) + 64 : -1;
@@ -595,7 +597,7 @@ arena_deduce_unreachable(PyGC_Head **lists, int nlists,
         if (err < 0) {
             return -1;
         }
-        n = arena_insert_all(&a, lists, nlists);
+        n = arena_insert_all(&a, lists, nlists, &cow.last_walked);
         if (n >= 0) {
             break;
         }
@@ -1009,20 +1011,14 @@ immortalize_permanent(PyInterpreterState *interp)
        leaked all it held once its owner died (found by the fuzzer). */
     PyGC_Head *lists[1] = {perm};
     cow_arena a;
-    Py_ssize_t walked = cow.last_walked;
-    /* gc._cow_fail_arena() is for collections: leave its count alone. */
-    Py_ssize_t injected = cow.inject_failures;
-    cow.inject_failures = 0;
-    int err = arena_alloc(&a, count_set(lists, 1));
-    cow.inject_failures = injected;
-    if (err < 0) {
+    Py_ssize_t walked;
+    if (arena_alloc(&a, count_set(lists, 1)) < 0) {
         return -1;
     }
-    if (arena_insert_all(&a, lists, 1) < 0) {
+    if (arena_insert_all(&a, lists, 1, &walked) < 0) {
         arena_free(&a);             /* cannot happen: counted exactly */
         return -1;
     }
-    cow.last_walked = walked;
     arena_subtract(&a, lists, 1);
     for (size_t i = 0; i < a.nslots && !w.nomem; i++) {
         if (a.slots[i].key == 0 || (a.slots[i].val & VAL_MASK) == 0) {
