@@ -52,6 +52,9 @@
 #include <stdint.h>
 #include <string.h>
 #include <wchar.h>
+#ifdef HAVE_PTHREAD_H
+#  include <pthread.h>          // pthread_atfork()
+#endif
 #ifdef HAVE_SYS_MMAN_H
 #  include <sys/mman.h>
 #endif
@@ -140,6 +143,13 @@ static struct {
     int oracle;
     Py_ssize_t oracle_checks;
     Py_ssize_t inject_oracle_break;
+    /* Shared collections that kept their scratch in the headers (the
+       process had never forked, see header_deduce_unreachable()). */
+    Py_ssize_t header_collections;
+    /* Set for good by the first fork (pthread_atfork(), in the parent
+       before it forks: the child inherits it): from then on pages may be
+       shared, with children or with the parent. */
+    volatile int forked;
 } cow = {
     .mode = COW_MODE_DEFAULT,
     .fork_mode = COW_FORK_FREEZE,
@@ -655,6 +665,189 @@ cow_list_splice(PyGC_Head *from, PyGC_Head *to)
     }
 }
 
+/* ------------------------------------ scratch in the headers (no fork) */
+
+/* Until the process first forks, no page of it is shared with anyone, so
+   a shared collection may keep its scratch where stock keeps it, in the
+   examined headers, and need no arena (measured: the arena for a frozen
+   heap of 1M objects raised the speed suite's after_freeze peak RSS by
+   10 %).  Same result as the arena, same post-state (survivors in their
+   own lists, permanent members stay frozen):
+
+     update:    _gc_prev = FINALIZED flag | COLLECTING | refcount << 2
+     subtract:  gc_refs -= 1 per reference from inside the set
+     mark:      an object found reachable loses COLLECTING; while it waits
+                on the mark stack its _gc_prev pointer bits link the stack
+                (its gc_refs are dead by then)
+     finish:    one forward pass per list over the _gc_next links, which
+                were never written: garbage (still COLLECTING) is unlinked
+                onto `unreachable`, survivors get their prev link back.
+
+   Immortal objects stay out of the set, as in the arena: their _gc_prev
+   is still a (aligned) prev pointer, so they never look COLLECTING. */
+
+static inline uintptr_t
+header_refs(PyGC_Head *gc)
+{
+    return gc->_gc_prev >> _PyGC_PREV_SHIFT;
+}
+
+static inline int
+header_in_set(PyGC_Head *gc)
+{
+    return (gc->_gc_prev & _PyGC_PREV_MASK_COLLECTING) != 0;
+}
+
+static Py_ssize_t
+header_update_refs(PyGC_Head **lists, int nlists, Py_ssize_t *walked)
+{
+    Py_ssize_t n = 0;
+    *walked = 0;
+    FOR_EACH_IN_SET(lists, nlists, gc) {
+        PyObject *op = FROM_GC(gc);
+        (*walked)++;
+        if (_Py_IsImmortal(op)) {
+            continue;
+        }
+        Py_ssize_t refs = Py_REFCNT(op);
+        _PyObject_ASSERT(op, refs != 0);     /* see arena_insert_all() */
+        gc->_gc_prev = (gc->_gc_prev & _PyGC_PREV_MASK_FINALIZED)
+                       | _PyGC_PREV_MASK_COLLECTING
+                       | ((uintptr_t)refs << _PyGC_PREV_SHIFT);
+        n++;
+    }
+    return n;
+}
+
+static int
+visit_decref_header(PyObject *op, void *Py_UNUSED(arg))
+{
+    if (_PyObject_IS_GC(op)) {
+        PyGC_Head *gc = AS_GC(op);
+        /* 0 would mean a broken tp_traverse: clamp, as the arena does. */
+        if (header_in_set(gc) && header_refs(gc) > 0) {
+            gc->_gc_prev -= (uintptr_t)1 << _PyGC_PREV_SHIFT;
+        }
+    }
+    return 0;
+}
+
+static void
+header_subtract(PyGC_Head **lists, int nlists)
+{
+    FOR_EACH_IN_SET(lists, nlists, gc) {
+        if (header_in_set(gc)) {
+            PyObject *op = FROM_GC(gc);
+            (void)Py_TYPE(op)->tp_traverse(op, visit_decref_header, NULL);
+        }
+    }
+}
+
+/* Mark gc reachable and push it; the stack ends at NULL. */
+static inline void
+header_push(PyGC_Head **top, PyGC_Head *gc)
+{
+    gc->_gc_prev = (gc->_gc_prev & _PyGC_PREV_MASK_FINALIZED)
+                   | (uintptr_t)*top;
+    *top = gc;
+}
+
+static int
+visit_mark_header(PyObject *op, void *arg)
+{
+    if (_PyObject_IS_GC(op)) {
+        PyGC_Head *gc = AS_GC(op);
+        if (header_in_set(gc)) {
+            header_push((PyGC_Head **)arg, gc);
+        }
+    }
+    return 0;
+}
+
+static void
+header_mark(PyGC_Head **lists, int nlists)
+{
+    PyGC_Head *top = NULL;
+    FOR_EACH_IN_SET(lists, nlists, gc) {
+        if (!header_in_set(gc) || header_refs(gc) == 0) {
+            continue;
+        }
+        header_push(&top, gc);
+        while (top != NULL) {
+            PyGC_Head *g = top;
+            top = (PyGC_Head *)(g->_gc_prev & _PyGC_PREV_MASK);
+            PyObject *op = FROM_GC(g);
+            (void)Py_TYPE(op)->tp_traverse(op, visit_mark_header, &top);
+        }
+    }
+}
+
+/* Rebuild every list's prev links and clear COLLECTING.  With
+   `unreachable`, objects still COLLECTING (garbage) are moved onto it in
+   the state deduce_unreachable() leaves it; without, none is garbage. */
+static void
+header_finish(PyGC_Head **lists, int nlists, PyGC_Head *unreachable)
+{
+    if (unreachable != NULL) {
+        cow_list_init(unreachable);
+    }
+    for (int l = 0; l < nlists; l++) {
+        PyGC_Head *head = lists[l];
+        PyGC_Head *prev = head;
+        PyGC_Head *gc = (PyGC_Head *)head->_gc_next;
+        while (gc != head) {
+            PyGC_Head *next = (PyGC_Head *)gc->_gc_next;
+            uintptr_t fin = gc->_gc_prev & _PyGC_PREV_MASK_FINALIZED;
+            int garbage = unreachable != NULL && header_in_set(gc);
+            if (garbage && cow.inject_oracle_break > 0) {
+                /* Test hook, as in arena_move_unreachable(). */
+                cow.inject_oracle_break--;
+                garbage = 0;
+            }
+            if (garbage) {
+                PyGC_Head *last = (PyGC_Head *)unreachable->_gc_prev;
+                gc->_gc_prev = fin | _PyGC_PREV_MASK_COLLECTING
+                               | (uintptr_t)last;
+                last->_gc_next = COW_NEXT_MASK_UNREACHABLE | (uintptr_t)gc;
+                gc->_gc_next = COW_NEXT_MASK_UNREACHABLE
+                               | (uintptr_t)unreachable;
+                unreachable->_gc_prev = (uintptr_t)gc;
+            }
+            else {
+                gc->_gc_prev = fin | (uintptr_t)prev;
+                prev->_gc_next = (uintptr_t)gc;
+                prev = gc;
+            }
+            gc = next;
+        }
+        prev->_gc_next = (uintptr_t)head;
+        head->_gc_prev = (uintptr_t)prev;
+    }
+    if (unreachable != NULL) {
+        /* As in arena_move_unreachable(): the head's link stays clean. */
+        unreachable->_gc_next &= ~COW_NEXT_MASK_UNREACHABLE;
+    }
+}
+
+static void
+header_deduce_unreachable(PyGC_Head **lists, int nlists,
+                          PyGC_Head *unreachable)
+{
+    Py_ssize_t n = header_update_refs(lists, nlists, &cow.last_walked);
+    header_subtract(lists, nlists);
+    header_mark(lists, nlists);
+    header_finish(lists, nlists, unreachable);
+    cow.header_collections++;
+    cow.last_examined = n;
+}
+
+/* pthread_atfork() prepare handler. */
+static void
+note_fork(void)
+{
+    cow.forked = 1;
+}
+
 /* ------------------------------------------------- differential oracle */
 
 #ifdef Py_DEBUG
@@ -987,6 +1180,19 @@ is_embedded_dict(PyObject *op)
            && ((PyDictObject *)op)->ma_values->embedded;
 }
 
+/* Walk from one root (a frozen object with gc_refs > 0). */
+static void
+imm_root(imm_walk *w, PyObject *op)
+{
+    if (is_embedded_dict(op)) {
+        return;
+    }
+    imm_reach(op, w);
+    while (w->len > 0 && !w->nomem) {
+        imm_traverse(w, w->stack[--w->len]);
+    }
+}
+
 /* Immortalize everything reachable from the permanent generation, and
    set what became immortal aside (above).  Returns the number of objects
    made immortal, -1 with MemoryError set if the walk's stack could not
@@ -1003,37 +1209,48 @@ immortalize_permanent(PyInterpreterState *interp)
        (module and interpreter state held from C, frames, untracked
        containers, already-immortal objects), i.e. those with gc_refs > 0
        once the set's internal references are subtracted, as the first
-       half of a collection computes them, in a side arena.  A frozen
+       half of a collection computes them (in the headers if the
+       process never forked, else in a side arena).  A frozen
        object referenced only from inside the set becomes immortal only
        when the walk reaches it through objects made immortal, never
        through one that stays mortal: with every frozen object a root, a
        finalizer's __dict__ (tracked on its own) was made immortal and
        leaked all it held once its owner died (found by the fuzzer). */
     PyGC_Head *lists[1] = {perm};
-    cow_arena a;
     Py_ssize_t walked;
-    if (arena_alloc(&a, count_set(lists, 1)) < 0) {
-        return -1;
-    }
-    if (arena_insert_all(&a, lists, 1, &walked) < 0) {
-        arena_free(&a);             /* cannot happen: counted exactly */
-        return -1;
-    }
-    arena_subtract(&a, lists, 1);
-    for (size_t i = 0; i < a.nslots && !w.nomem; i++) {
-        if (a.slots[i].key == 0 || (a.slots[i].val & VAL_MASK) == 0) {
-            continue;
+    if (!cow.forked) {
+        /* No page is shared yet: gc_refs in the headers (see
+           header_deduce_unreachable()), restored before the lists are
+           used again.  The walk writes refcounts, never list links. */
+        (void)header_update_refs(lists, 1, &walked);
+        header_subtract(lists, 1);
+        FOR_EACH_IN_SET(lists, 1, gc) {
+            if (w.nomem) {
+                break;
+            }
+            if (header_in_set(gc) && header_refs(gc) > 0) {
+                imm_root(&w, FROM_GC(gc));
+            }
         }
-        PyObject *op = FROM_GC((PyGC_Head *)a.slots[i].key);
-        if (is_embedded_dict(op)) {
-            continue;
-        }
-        imm_reach(op, &w);
-        while (w.len > 0 && !w.nomem) {
-            imm_traverse(&w, w.stack[--w.len]);
-        }
+        header_finish(lists, 1, NULL);
     }
-    arena_free(&a);
+    else {
+        cow_arena a;
+        if (arena_alloc(&a, count_set(lists, 1)) < 0) {
+            return -1;
+        }
+        if (arena_insert_all(&a, lists, 1, &walked) < 0) {
+            arena_free(&a);         /* cannot happen: counted exactly */
+            return -1;
+        }
+        arena_subtract(&a, lists, 1);
+        for (size_t i = 0; i < a.nslots && !w.nomem; i++) {
+            if (a.slots[i].key != 0 && (a.slots[i].val & VAL_MASK) != 0) {
+                imm_root(&w, FROM_GC((PyGC_Head *)a.slots[i].key));
+            }
+        }
+        arena_free(&a);
+    }
     PyMem_RawFree(w.stack);
 
     /* Set the immortal ones aside.  Only list links are written, in the
@@ -1150,7 +1367,15 @@ _PyGC_CowDeduceUnreachable(PyInterpreterState *interp, int generation,
 #else
     (void)stock;
 #endif
-    int err = arena_deduce_unreachable(lists, nlists, unreachable, hint);
+    int err = 0;
+    if (path == _PyGC_COW_SHARED && cow.mode == COW_MODE_DEFAULT
+        && !cow.forked)
+    {
+        header_deduce_unreachable(lists, nlists, unreachable);
+    }
+    else {
+        err = arena_deduce_unreachable(lists, nlists, unreachable, hint);
+    }
 #ifdef Py_DEBUG
     if (oracle != NULL) {
         if (err == 0) {
@@ -1214,6 +1439,7 @@ void
 _PyGC_CowBeforeFork(PyInterpreterState *interp)
 {
     if (cow.fork_mode == COW_FORK_OFF) {
+        note_fork();        /* also where pthread_atfork() is missing */
         return;
     }
     note_freeze(&interp->gc);
@@ -1225,6 +1451,9 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
             cow.immortalize_failures++;
         }
     }
+    /* Only now: before fork() itself no page is shared, so the first
+       fork's immortalizing walk may keep its scratch in the headers. */
+    note_fork();
 }
 
 
@@ -1360,6 +1589,18 @@ _PyGC_CowInit(PyInterpreterState *interp)
                                  "expected 0 or 1");
         }
     }
+#ifdef HAVE_PTHREAD_H
+    /* Any fork, also one made from C without PyOS_BeforeFork(). */
+    static int atfork_registered;
+    if (!atfork_registered) {
+        if (pthread_atfork(note_fork, NULL, NULL) != 0) {
+            note_fork();    /* cannot tell: keep pages clean always */
+        }
+        atfork_registered = 1;
+    }
+#else
+    note_fork();
+#endif
 #ifdef Py_DEBUG
     cow.oracle = oracle;
 #else
@@ -1401,9 +1642,11 @@ PyDoc_STRVAR(get_cow_mode__doc__,
 "Return how the collector finds garbage: 'default', 'arena' or 'stock'.\n"
 "\n"
 "default: collections that include the permanent generation (gc.collect()\n"
-"  and automatic shared collections) use the side arena and write into no\n"
+"  and automatic shared collections) also collect frozen objects.  Once\n"
+"  the process has forked they use the side arena and write into no\n"
 "  surviving object except the list link of a garbage object's\n"
-"  neighbours; all other collections are stock.\n"
+"  neighbours; before, no page is shared, and they keep their scratch in\n"
+"  the object headers as stock does.  All other collections are stock.\n"
 "arena:   every collection uses the side arena (a test mode).\n"
 "stock:   exactly stock CPython (frozen objects are never examined).");
 
@@ -1584,13 +1827,17 @@ PyDoc_STRVAR(get_shared_stats__doc__,
 "  when it ended) and the largest so far; immortalized: objects made\n"
 "  immortal by immortalizing freezes; oracle_checks: side-arena\n"
 "  collections checked by the differential oracle (debug builds with\n"
-"  PYTHONCOWORACLE=1; always 0 otherwise).");
+"  PYTHONCOWORACLE=1; always 0 otherwise); header_collections: shared\n"
+"  collections that kept their scratch in the object headers, as stock\n"
+"  does, because the process had not forked yet (no page was shared);\n"
+"  forked: whether the process has forked (or descends from a fork):\n"
+"  from then on shared collections use the side arena.");
 
 static PyObject *
 gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     return Py_BuildValue(
-        "{snsnsnsnsnsnsnsnsnsn}",
+        "{snsnsnsnsnsnsnsnsnsnsnsN}",
         "collections", cow.shared_collections,
         "collected", cow.shared_collected,
         "uncollectable", cow.shared_uncollectable,
@@ -1600,38 +1847,61 @@ gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
         "last_arena_bytes", (Py_ssize_t)cow.last_arena_bytes,
         "max_arena_bytes", (Py_ssize_t)cow.max_arena_bytes,
         "immortalized", cow.immortalized,
-        "oracle_checks", cow.oracle_checks);
+        "oracle_checks", cow.oracle_checks,
+        "header_collections", cow.header_collections,
+        "forked", PyBool_FromLong(cow.forked));
+}
+
+/* Test hooks (private; for Lib/test/test_gc_cow.py).  The counters make
+   the next n side-arena collections fail to allocate their arena
+   (_cow_fail_arena) or keep one garbage object alive, a leak the
+   differential oracle must report (_cow_break_arena). */
+static PyObject *
+set_test_counter(PyObject *arg, const char *fname, Py_ssize_t *counter)
+{
+    Py_ssize_t n;
+    if (index_arg(arg, fname, &n) < 0) {
+        return NULL;
+    }
+    *counter = n;
+    Py_RETURN_NONE;
 }
 
 static PyObject *
 gc_cow_fail_arena(PyObject *module, PyObject *arg)
 {
-    Py_ssize_t n;
-    if (index_arg(arg, "_cow_fail_arena", &n) < 0) {
-        return NULL;
-    }
-    cow.inject_failures = n;
-    Py_RETURN_NONE;
+    return set_test_counter(arg, "_cow_fail_arena", &cow.inject_failures);
 }
 
-/* Test hooks for the differential oracle: whether it is on, and a way to
-   make the arena deliberately wrong (it keeps one garbage object alive,
-   a leak) so that a test sees the oracle catch it. */
+static PyObject *
+gc_cow_break_arena(PyObject *module, PyObject *arg)
+{
+    return set_test_counter(arg, "_cow_break_arena",
+                            &cow.inject_oracle_break);
+}
+
 static PyObject *
 gc_cow_oracle(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     return PyBool_FromLong(cow.oracle);
 }
 
+/* Pretend the process has (True) or has not (False) forked, so that a
+   test picks where shared collections keep their scratch; returns the
+   previous value.  False in a real fork's parent or child only makes
+   shared collections write into the shared headers, as stock does. */
 static PyObject *
-gc_cow_break_arena(PyObject *module, PyObject *arg)
+gc_cow_set_forked(PyObject *module, PyObject *arg)
 {
-    Py_ssize_t n;
-    if (index_arg(arg, "_cow_break_arena", &n) < 0) {
+    if (!PyBool_Check(arg)) {
+        PyErr_Format(PyExc_TypeError,
+                     "_cow_set_forked() argument must be bool, not %.200s",
+                     Py_TYPE(arg)->tp_name);
         return NULL;
     }
-    cow.inject_oracle_break = n;
-    Py_RETURN_NONE;
+    int old = cow.forked;
+    cow.forked = arg == Py_True;
+    return PyBool_FromLong(old);
 }
 
 PyMethodDef _PyGC_CowMethods[] = {
@@ -1658,6 +1928,10 @@ PyMethodDef _PyGC_CowMethods[] = {
     {"_cow_break_arena", gc_cow_break_arena, METH_O,
      "Make the next n side-arena collections keep one garbage object\n"
      "alive, so that the differential oracle must report it (for tests)."},
+    {"_cow_set_forked", gc_cow_set_forked, METH_O,
+     "Set whether shared collections act as in a process that forked\n"
+     "(scratch in the side arena) or not (in the headers); return the\n"
+     "previous value (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 

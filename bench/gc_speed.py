@@ -10,7 +10,10 @@ see the same machine noise.  A process measures:
            of which a fifth are garbage cycles (the ordinary, stock path);
   full     gc.collect() of a non-frozen heap of --objects tracked objects
            (median of 5);
-  shared   gc.collect() of the same heap after gc.freeze() (median of 5).
+  shared   gc.collect() of the same heap after gc.freeze() (median of 5),
+           with the side arena, as in a forked worker; then again with
+           the scratch in the headers, as cowpy does in a process that
+           never forked ("same, never forked").
            Stock skips frozen objects, so its figure here is not a
            collection at all; the comparison that matters is cowpy's
            shared collection against stock's *full* collection of the
@@ -83,11 +86,21 @@ gc.collect()
 res["tracked"] = len(gc.get_objects())
 res["full"] = median_collect(5)
 gc.freeze()
+# cowpy: as in a forked worker (scratch in the side arena), then as in a
+# process that never forked (scratch in the headers, as stock keeps it).
+set_forked = getattr(gc, "_cow_set_forked", None)
+if set_forked:
+    set_forked(True)
 res["shared"] = median_collect(5)
 if hasattr(gc, "get_shared_stats"):
     st = gc.get_shared_stats()
     res["examined"] = st["last_examined"]
     res["arena_bytes"] = st["last_arena_bytes"]
+if set_forked:
+    set_forked(False)
+    res["shared_header"] = median_collect(5)
+else:
+    res["shared_header"] = res["shared"]
 gc.unfreeze()
 print(json.dumps(res))
 '''
@@ -130,7 +143,8 @@ def main():
     for label, skey, ckey in (
             ("young: 2000 x collect(0)", "young", "young"),
             ("full, not frozen", "full", "full"),
-            ("shared(cowpy) / full(stock)", "full", "shared")):
+            ("shared(cowpy) / full(stock)", "full", "shared"),
+            ("  same, never forked", "full", "shared_header")):
         s, c = col("stock", skey), col("cowpy", ckey)
         ms, mc = statistics.median(s), statistics.median(c)
         ratio = mc / ms

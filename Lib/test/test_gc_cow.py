@@ -124,7 +124,15 @@ def make_cycle(name):
 
 
 class CowTestCase(unittest.TestCase):
+    # Where shared collections keep their scratch: None leaves it to the
+    # process (headers until it first forks, then the side arena); False
+    # or True pins the headers or the arena for the test.
+    FORKED = None
+
     def setUp(self):
+        if self.FORKED is not None:
+            old = gc._cow_set_forked(self.FORKED)
+            self.addCleanup(gc._cow_set_forked, old)
         gc.collect()
         self.addCleanup(gc.unfreeze)
         self.addCleanup(gc.set_freeze_at_fork, gc.get_freeze_at_fork())
@@ -181,10 +189,23 @@ class APITests(CowTestCase):
             "collections", "collected", "uncollectable",
             "arena_collections", "fallbacks", "last_examined",
             "last_arena_bytes", "max_arena_bytes", "immortalized",
-            "oracle_checks"})
+            "oracle_checks", "header_collections", "forked"})
+        self.assertIsInstance(stats.pop("forked"), bool)
         for v in stats.values():
             self.assertIsInstance(v, int)
             self.assertGreaterEqual(v, 0)
+
+    def test_set_forked_hook(self):
+        old = gc._cow_set_forked(True)
+        self.addCleanup(gc._cow_set_forked, old)
+        self.assertIs(gc._cow_set_forked(False), True)
+        self.assertIs(gc.get_shared_stats()["forked"], False)
+        with self.assertRaisesRegex(TypeError, "must be bool, not int"):
+            gc._cow_set_forked(1)
+        with self.assertRaisesRegex(TypeError, "must be bool"):
+            gc._cow_set_forked(None)
+        with self.assertRaisesRegex(ValueError, "must not be negative"):
+            gc._cow_fail_arena(-1)
 
     def test_upstream_signatures_unchanged(self):
         self.assertIsNone(gc.freeze())
@@ -237,7 +258,11 @@ class StartupOptionTests(unittest.TestCase):
 
 
 class SharedCollectionTests(CowTestCase):
-    """gc.collect() reclaims garbage among frozen objects."""
+    """gc.collect() reclaims garbage among frozen objects (scratch in the
+    headers, as in a process that never forked; the subclass below runs
+    the same tests with the side arena)."""
+
+    FORKED = False
 
     def test_frozen_cycle_with_finalizer(self):
         holder = [make_cycle("x")]
@@ -389,6 +414,7 @@ class SharedCollectionTests(CowTestCase):
         self.assertIn(keep, gc.get_referrers(keep[0]))
 
     def test_arena_size_per_object(self):
+        self.pin_arena()
         gc.freeze()
         # The first shared collection may size its table from what an
         # earlier, larger one examined; the second is sized from the first.
@@ -403,6 +429,7 @@ class SharedCollectionTests(CowTestCase):
                              23 * stats["last_examined"] + 4096)
 
     def test_arena_failure_falls_back_safely(self):
+        self.pin_arena()
         holder = [make_cycle("f")]
         gc.freeze()
         young = make_cycle("g")
@@ -462,6 +489,92 @@ class SharedCollectionTests(CowTestCase):
         self.assertEqual(fin, 20)
         n, fin, _ = run_in_child(lambda: child(0))
         self.assertEqual([n, fin], [0, 0])
+
+
+    def pin_arena(self):
+        old = gc._cow_set_forked(True)
+        self.addCleanup(gc._cow_set_forked, old)
+
+    def test_scratch_placement(self):
+        holder = [make_cycle("s")]
+        gc.freeze()
+        del holder[:]
+        before = gc.get_shared_stats()
+        self.assertEqual(gc.collect(), 2)
+        after = gc.get_shared_stats()
+        header = after["header_collections"] - before["header_collections"]
+        arena = after["arena_collections"] - before["arena_collections"]
+        in_arena = self.FORKED or gc.get_cow_mode() == "arena"
+        self.assertEqual((header, arena), (0, 1) if in_arena else (1, 0))
+
+
+class SharedCollectionArenaTests(SharedCollectionTests):
+    """The same, with the scratch in the side arena (a forked process)."""
+
+    FORKED = True
+
+
+@unittest.skipUnless(hasattr(os, "fork"), "needs os.fork")
+class ScratchPlacementTests(unittest.TestCase):
+    """Shared collections keep their scratch in the headers until the
+    process first forks, however it forks, and in the side arena from
+    then on, in the parent and in the child."""
+
+    CODE = textwrap.dedent("""
+        import gc, os, sys
+        class Node:
+            pass
+        def garbage(n):
+            keep = []
+            for _ in range(n):
+                a, b = Node(), Node()
+                a.peer, b.peer = b, a
+                keep.append(a)
+            return keep
+        def shared(label):
+            keep = garbage(1000)
+            gc.freeze()
+            n = gc.get_freeze_count()
+            del keep[:]
+            s0 = gc.get_shared_stats()
+            found = gc.collect()
+            s1 = gc.get_shared_stats()
+            print(label, s1["forked"], found >= 2000,
+                  s1["header_collections"] - s0["header_collections"],
+                  s1["arena_collections"] - s0["arena_collections"],
+                  gc.get_freeze_count() == n - 2000, flush=True)
+        shared("fresh")
+        how = sys.argv[1]
+        if how == "os":
+            pid = os.fork()
+        else:
+            import ctypes
+            pid = ctypes.CDLL(None).fork()   # no PyOS_BeforeFork()
+        if pid == 0:
+            if how == "os":
+                shared("child")
+            os._exit(0)
+        os.waitpid(pid, 0)
+        shared("parent")
+    """)
+
+    def run_code(self, how):
+        rc, out, err = assert_python_ok("-c", self.CODE, how,
+                                        __isolated=False, PYTHONCOWGC="",
+                                        PYTHONCOWFORK="freeze")
+        return [line.split() for line in out.decode().splitlines()]
+
+    def test_os_fork(self):
+        self.assertEqual(self.run_code("os"), [
+            ["fresh", "False", "True", "1", "0", "True"],
+            ["child", "True", "True", "0", "1", "True"],
+            ["parent", "True", "True", "0", "1", "True"]])
+
+    @unittest.skipUnless(sys.platform == "linux", "needs libc fork()")
+    def test_fork_from_c(self):
+        self.assertEqual(self.run_code("c"), [
+            ["fresh", "False", "True", "1", "0", "True"],
+            ["parent", "True", "True", "0", "1", "True"]])
 
 
 @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork")
@@ -833,7 +946,11 @@ class OracleTests(unittest.TestCase):
 
 
 class ImmortalizeTests(CowTestCase):
-    """gc.freeze(immortalize=True) and the 'immortal' fork mode."""
+    """gc.freeze(immortalize=True) and the 'immortal' fork mode (roots
+    found with gc_refs in the headers, as in a process that never forked;
+    the subclass below finds them with the side arena)."""
+
+    FORKED = False
 
     def setUp(self):
         super().setUp()
@@ -1066,6 +1183,12 @@ class ImmortalizeTests(CowTestCase):
         """)
         # garbage collected before the freeze; parent and child immortal
         self.assertEqual(res, [True, True, True, True])
+
+
+class ImmortalizeArenaTests(ImmortalizeTests):
+    """The same, with the roots found in a side arena (a forked process)."""
+
+    FORKED = True
 
 
 # -------------------------------------------------- upstream, in arena mode

@@ -10,7 +10,7 @@ runs gc.collect() (untimed), then times one run(SCALE) with
 time.perf_counter() and prints one line "SPEEDJSON {...}" with the time,
 repr of run()'s result (a checksum: it must be the same on both sides),
 the number of collections per generation during the timed run, the
-module's info() if it has one, and ru_maxrss.  DO_RUN=0 does all of this
+module's info() if it has one, ru_maxrss and VmHWM (peak RSS).  DO_RUN=0 does all of this
 but the timed run() (the baseline that instructions.py subtracts).
 """
 
@@ -71,6 +71,15 @@ if hasattr(mod, "info"):
 if hasattr(gc, "get_cow_mode"):
     out["cow_mode"] = gc.get_cow_mode()
 out["maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# ru_maxrss survives exec (a small workload reports its launcher's peak);
+# VmHWM is this process's own peak RSS.
+try:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                out["peak_rss_kb"] = int(line.split()[1])
+except OSError:
+    pass
 print("SPEEDJSON " + json.dumps(out, default=str), flush=True)
 sys.stderr.flush()
 import os

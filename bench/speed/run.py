@@ -93,6 +93,35 @@ def fmt_info(info):
     return ", ".join("%s=%s" % (k, v) for k, v in info.items())
 
 
+def print_peak_rss(names, failed, extra):
+    """Peak RSS (VmHWM) per workload: a process that never forks must use
+    the same memory as stock (issue #6: within 1 %)."""
+    print("\nPeak RSS (VmHWM, MiB; median per side; the process never forks)")
+    hdr = "%-22s %9s %9s %7s" % ("workload", "stock", "cowpy", "ratio")
+    print(hdr)
+    print("-" * len(hdr))
+    worst = None
+    for name in names:
+        if name in failed:
+            continue
+        med = {}
+        for lab in ("stock", "cowpy"):
+            v = [e["peak_rss_kb"] for e in extra[name][lab]
+                 if e.get("peak_rss_kb")]
+            med[lab] = statistics.median(v) if v else None
+        if not med["stock"] or not med["cowpy"]:
+            print("%-22s %9s %9s %7s" % (name, "-", "-", "-"))
+            continue
+        ratio = med["cowpy"] / med["stock"]
+        worst = ratio if worst is None else max(worst, ratio)
+        print("%-22s %9.1f %9.1f %7.3f" % (name, med["stock"] / 1024,
+                                           med["cowpy"] / 1024, ratio))
+    if worst is not None:
+        print("-" * len(hdr))
+        print("largest ratio %.3f (%s 1 %% of stock)" % (
+            worst, "within" if worst <= 1.01 else "NOT within"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("stock")
@@ -163,6 +192,7 @@ def main():
                     "result": r.get("result"),
                     "collections": " ".join(map(str, r.get("collections", []))),
                     "maxrss_kb": r.get("maxrss_kb"),
+                    "peak_rss_kb": r.get("peak_rss_kb"),
                     "info": fmt_info(r.get("info"))})
         if name not in failed:
             s, c = samples[name]["stock"], samples[name]["cowpy"]
@@ -249,6 +279,7 @@ def main():
     for name, why in failed.items():
         print("%-22s FAILED (%s)" % (name, why.splitlines()[0]))
     print("\nratio = median(cowpy) / median(stock); > 1 means cowpy is slower.")
+    print_peak_rss(names, failed, extra)
     print("Notes:")
     for r in rows:
         print("  %s: %s" % (r["workload"], r["notes"]))
