@@ -987,6 +987,29 @@ class ImmortalizeTests(CowTestCase):
         rc, out, err = assert_python_ok("-c", textwrap.dedent(body))
         return json.loads(out)
 
+    def test_module_dict_keys_get_their_version(self):
+        # The walk assigns dk_version to module dicts' keys in the parent,
+        # so that a worker specializing LOAD_GLOBAL on them only reads it.
+        # Read through ctypes with 3.13's layouts: PyDictObject.ma_keys at
+        # offset 32, PyDictKeysObject.dk_version (uint32) at offset 12.
+        code = textwrap.dedent("""
+            import ctypes, gc, sys, types
+            def keys_version(d):
+                keys = ctypes.c_void_p.from_address(id(d) + 32).value
+                return ctypes.c_uint32.from_address(keys + 12).value
+            m = types.ModuleType("cowtest_kv")
+            m.x = 1
+            sys.modules["cowtest_kv"] = m
+            before = keys_version(m.__dict__)
+            gc.freeze(immortalize=sys.argv[1] == "1")
+            print(before, keys_version(m.__dict__) != 0)
+        """)
+        import_helper.import_module("ctypes")
+        for immortalize, expect in (("0", b"0 False"), ("1", b"0 True")):
+            rc, out, err = assert_python_ok("-c", code, immortalize,
+                                            __isolated=False)
+            self.assertEqual(out.strip(), expect)
+
     def test_reachable_objects_become_immortal(self):
         res = self.check_in_subprocess("""
             import gc, json, sys
