@@ -20,6 +20,7 @@ failure is unexpected or the suite did not complete.
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -126,6 +127,13 @@ def main():
         for kv in args.env:
             k, _, v = kv.partition("=")
             env[k] = v
+        # Nor on how the caller was started: a background job of a
+        # non-interactive shell inherits SIGINT ignored, which fails
+        # test_pdb, test_signal, test_regrtest, test_generators and the
+        # multiprocessing tests on stock as on cowpy.  A handler (not
+        # SIG_IGN) here becomes SIG_DFL in the exec'ed suite.
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         cmd = [args.python, "-m", "test", "-j2", "--rerun", "--timeout",
                "900", "--slowest"] + extra
         print(f"upstream[{args.label}]: {' '.join(cmd)}  (log: {args.log})",
