@@ -45,6 +45,7 @@
 #include "pycore_initconfig.h"    // _PyStatus_ERR()
 #include "pycore_interp.h"        // PyInterpreterState.gc
 #include "pycore_object.h"        // _PyObject_IS_GC()
+#include "pycore_obmalloc_cow.h"  // _PyObject_CowAllocInit()
 #include "pycore_pyerrors.h"      // _PyErr_GetRaisedException()
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
 #include "pycore_unicodeobject.h" // _PyUnicode_InternImmortal()
@@ -1632,7 +1633,7 @@ _PyGC_CowInit(PyInterpreterState *interp)
                              "(configure --with-pydebug)");
     }
 #endif
-    return _PyStatus_OK();
+    return _PyObject_CowAllocInit(config);
 }
 
 

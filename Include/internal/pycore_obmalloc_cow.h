@@ -1,0 +1,116 @@
+/* cowpy: pymalloc's set-aside after fork (Objects/obmalloc_cow.c).
+ *
+ * In a forked child, the pools that were partly used at the fork (the
+ * usedpools[] lists) hold the parent's free blocks ("holes") scattered
+ * over pages the child shares with its parent.  Stock pymalloc refills
+ * them first, so each small object the child allocates can copy a whole
+ * page.  At the fork the child forgets those pools instead (they are "set
+ * aside"): its new objects go to empty pools and new arenas, which it
+ * writes as a whole.  An aside pool comes back at the first free of one of
+ * its blocks: that block's page has just been written (it is private), so
+ * reusing blocks freed after the fork copies nothing new; the inherited
+ * holes of that pool are dropped until the pool is empty again.
+ *
+ * Upstream files call only what is declared here.  A process that never
+ * forks pays one predicted-false test per free (_PyObject_CowAside.count).
+ */
+#ifndef Py_INTERNAL_OBMALLOC_COW_H
+#define Py_INTERNAL_OBMALLOC_COW_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef Py_BUILD_CORE
+#  error "this header requires Py_BUILD_CORE define"
+#endif
+
+#include "pycore_obmalloc.h"      // poolp, POOL_SIZE, struct _obmalloc_state
+
+/* The nextoffset of a "dropped" pool: one reclaimed from the set-aside,
+   whose inherited free blocks and never-used tail were abandoned.  The
+   value is borrowed from pool_header.nextoffset (the ABI keeps the struct
+   as it is): a real nextoffset is at most POOL_SIZE (the offset past the
+   last block once the tail is used up), so POOL_SIZE + 1 is never a real
+   one, and being > maxnextoffset it makes pymalloc_pool_extend() treat the
+   pool as exhausted.  A dropped pool's free list holds only blocks freed
+   since it was reclaimed, except once it is empty (see
+   _PyObject_CowReclaimPool); allocate_from_new_pool() therefore
+   reinitialises a dropped pool instead of trusting its free list, which
+   gives the abandoned blocks back. */
+#define _PyObject_COW_POOL_DROPPED ((pymem_uint)(POOL_SIZE + 1))
+
+/* One bit per pool: with 1 MiB arenas and 16 KiB pools (or 256 KiB and
+   4 KiB) an arena spans at most 64 pool-aligned slots, numbered from the
+   pool-aligned address at or below the arena's start. */
+#if ARENA_BITS - POOL_BITS > 6
+#  error "the set-aside bitmap needs at most 64 pools per arena"
+#endif
+
+typedef struct {
+    /* Pools still set aside.  Non-zero only in a forked child; while it is
+       zero, pymalloc_free() does nothing else. */
+    Py_ssize_t count;
+    /* The obmalloc state the bits describe (the main interpreter's at the
+       fork); other states (isolated subinterpreters created later) have
+       their own arena indices and are never aside. */
+    struct _obmalloc_state *state;
+    /* bits[i]: the aside pools of allarenas[i], for i < narenas (maxarenas
+       at the last fork).  An arena holding an aside pool is never freed
+       (the pool has an allocated block until it is reclaimed, which clears
+       its bit), so its index keeps naming the same address. */
+    uint64_t *bits;
+    pymem_uint narenas;
+} _PyObject_CowAsideMap;
+
+extern _PyObject_CowAsideMap _PyObject_CowAside;
+
+/* Bit number of pool within its arena. */
+static inline pymem_uint
+_PyObject_CowPoolBit(struct _obmalloc_state *state, poolp pool)
+{
+    uintptr_t base = state->mgmt.arenas[pool->arenaindex].address;
+    return (pymem_uint)(((uintptr_t)pool >> POOL_BITS) - (base >> POOL_BITS));
+}
+
+/* Is pool (a pool of state holding at least one allocated block) set
+   aside?  Reads its header (arenaindex), which pymalloc_free() reads
+   next anyway. */
+static inline int
+_PyObject_CowPoolIsAside(struct _obmalloc_state *state, poolp pool)
+{
+    const _PyObject_CowAsideMap *m = &_PyObject_CowAside;
+    pymem_uint ai = pool->arenaindex;
+    if (state != m->state || ai >= m->narenas) {
+        return 0;
+    }
+    return (int)((m->bits[ai] >> _PyObject_CowPoolBit(state, pool)) & 1);
+}
+
+/* pymalloc_free(), before it links the freed block: the pool is aside.
+   Take it back as a "full, unlinked" pool with an empty free list
+   (freeblock NULL, nextoffset _PyObject_COW_POOL_DROPPED), so that the
+   stock code links it to usedpools[] with valid links and a free list of
+   just the freed block.  If the freed block is the pool's last one, the
+   pool is linked to usedpools[] here and given a non-NULL freeblock
+   instead, so that the stock code moves it to its arena's free pools. */
+extern void _PyObject_CowReclaimPool(struct _obmalloc_state *state,
+                                     poolp pool);
+
+/* PyOS_AfterFork_Child(): set aside the pools of the usedpools[] lists of
+   the main interpreter (reading their headers only) and empty the lists.
+   No-op with PYTHONCOWALLOC=stock. */
+extern void _PyObject_CowAllocAfterForkChild(PyInterpreterState *interp);
+
+/* Read PYTHONCOWALLOC / -X cowalloc (aside, stock).  A bad value is a
+   start-up error that names the option. */
+extern PyStatus _PyObject_CowAllocInit(const PyConfig *config);
+
+/* sys._cow_alloc_stats() */
+extern PyObject *_PyObject_CowAllocStats(PyObject *module,
+                                         PyObject *Py_UNUSED(ignored));
+extern const char _PyObject_CowAllocStats__doc__[];
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* !Py_INTERNAL_OBMALLOC_COW_H */

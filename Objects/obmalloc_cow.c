@@ -1,0 +1,289 @@
+/* cowpy: pymalloc's set-aside after fork.
+ *
+ * See Include/internal/pycore_obmalloc_cow.h for what it does and why,
+ * and docs/last-writers.md ("Allocator set-aside") for what it buys.
+ *
+ * Three pieces, each called from a hook in an upstream file:
+ *
+ *   _PyObject_CowAllocAfterForkChild()  (PyOS_AfterFork_Child)
+ *       walks the usedpools[] lists of the main interpreter, reading pool
+ *       headers only, records each pool in a bitmap we own, and empties
+ *       the lists.  No pool header is written: that would copy a page per
+ *       pool.  The aside pools keep stale nextpool/prevpool links, which
+ *       nothing follows (nothing reaches an aside pool but a free of one
+ *       of its blocks, and that reclaims it first).
+ *   _PyObject_CowReclaimPool()          (pymalloc_free)
+ *       gives an aside pool back at the first free of one of its blocks.
+ *   the dropped-pool test                (allocate_from_new_pool)
+ *       reinitialises a reclaimed pool that became empty, so the holes it
+ *       abandoned come back (no leak).
+ *
+ * What is not set aside, on purpose: empty pools (the arenas' freepools)
+ * and pools never carved.  Reusing one writes its pages from scratch, the
+ * same cost as a page of a new arena, and an empty pool's pages are
+ * mostly all the child writes there (a page shared with the parent is
+ * copied once, then filled by the child only).  Full pools are not aside
+ * either: they have no free block to refill, and a block freed in them
+ * after the fork was just written.
+ */
+
+#include "Python.h"
+#include "pycore_initconfig.h"    // _PyStatus_ERR()
+#include "pycore_interp.h"        // PyInterpreterState.obmalloc
+#include "pycore_obmalloc.h"
+#include "pycore_obmalloc_cow.h"
+
+#include <string.h>
+#include <wchar.h>
+
+_PyObject_CowAsideMap _PyObject_CowAside = {0, NULL, NULL, 0};
+
+enum { COW_ALLOC_ASIDE = 0, COW_ALLOC_STOCK = 1 };
+static const char *const alloc_mode_names[] = {"aside", "stock", NULL};
+
+static struct {
+    int mode;
+    /* Pools aside right after the last fork (new ones plus those still
+       aside from earlier forks), and their free blocks (holes plus
+       never-used tails) at that time. */
+    Py_ssize_t aside_at_fork;
+    Py_ssize_t new_at_fork;
+    Py_ssize_t free_blocks_at_fork;
+    /* Pools reclaimed since the last fork: aside_at_fork == count +
+       reclaimed. */
+    Py_ssize_t reclaimed;
+    /* Forks this process went through as a child, in its ancestry (the
+       counters are inherited). */
+    Py_ssize_t forks;
+    /* Forks at which the bitmap could not be allocated (set-aside skipped;
+       stock behaviour for that fork). */
+    Py_ssize_t failed;
+} cow_alloc = {COW_ALLOC_ASIDE, 0, 0, 0, 0, 0, 0};
+
+
+/* ------------------------------------------------------------ reclaim */
+
+void
+_PyObject_CowReclaimPool(struct _obmalloc_state *state, poolp pool)
+{
+    _PyObject_CowAsideMap *m = &_PyObject_CowAside;
+    assert(_PyObject_CowPoolIsAside(state, pool));
+    assert(pool->ref.count > 0);
+    m->bits[pool->arenaindex] &=
+        ~((uint64_t)1 << _PyObject_CowPoolBit(state, pool));
+    m->count--;
+    cow_alloc.reclaimed++;
+
+    /* Drop the inherited free list and the never-used tail. */
+    pool->nextoffset = _PyObject_COW_POOL_DROPPED;
+    if (pool->ref.count > 1) {
+        /* Full and in no list, as pymalloc_free() expects of a pool whose
+           free list is empty. */
+        pool->freeblock = NULL;
+        return;
+    }
+    /* The block being freed is the pool's last one.  pymalloc_free() puts
+       such a pool to its arena's free pools only when the free list was
+       not empty, and unlinks it from usedpools[] first: link it in (as
+       insert_to_usedpool() does) and give it a non-NULL free list.  That
+       list is never followed: allocate_from_new_pool() reinitialises a
+       dropped pool. */
+    poolp next = state->pools.used[pool->szidx + pool->szidx];
+    poolp prev = next->prevpool;
+    pool->nextpool = next;
+    pool->prevpool = prev;
+    next->prevpool = pool;
+    prev->nextpool = pool;
+    pool->freeblock = (pymem_block *)pool + POOL_OVERHEAD;
+}
+
+
+/* ------------------------------------------------------------ at fork */
+
+/* The head of usedpools[2 * i], as pycore_obmalloc_init.h's PTA() makes
+   it: a fake pool_header whose nextpool and prevpool are used[2i] and
+   used[2i + 1]; the list is empty when both point to the head itself. */
+static poolp
+used_head(struct _obmalloc_state *state, pymem_uint i)
+{
+    return (poolp)((uint8_t *)&state->pools.used[i + i]
+                   - 2 * sizeof(pymem_block *));
+}
+
+void
+_PyObject_CowAllocAfterForkChild(PyInterpreterState *interp)
+{
+#if defined(WITH_PYMALLOC) && !defined(Py_GIL_DISABLED)
+    _PyObject_CowAsideMap *m = &_PyObject_CowAside;
+    struct _obmalloc_state *state = interp->obmalloc;
+    if (cow_alloc.mode != COW_ALLOC_ASIDE || state == NULL) {
+        return;
+    }
+    /* Only the main interpreter survives a fork; an earlier fork's bits
+       describe the same state.  (Without pymalloc in use the lists are
+       empty and nothing is set aside.) */
+    assert(m->state == NULL || m->state == state);
+    cow_alloc.forks++;
+
+    pymem_uint n = state->mgmt.maxarenas;
+    uint64_t *bits = NULL;
+    if (n > 0) {
+        bits = PyMem_RawCalloc(n, sizeof(uint64_t));
+        if (bits == NULL) {
+            /* Keep what is aside already; this fork's pools stay in use
+               (stock behaviour).  Nothing else can fail. */
+            cow_alloc.failed++;
+            return;
+        }
+    }
+    /* Pools still aside from an earlier fork stay aside: their holes are
+       shared with this process's parent as well.  maxarenas never
+       shrinks, so the old bitmap fits. */
+    assert(m->narenas <= n);
+    if (m->bits != NULL) {
+        if (m->narenas > 0) {
+            memcpy(bits, m->bits, m->narenas * sizeof(uint64_t));
+        }
+        PyMem_RawFree(m->bits);
+    }
+
+    Py_ssize_t added = 0, free_blocks = 0;
+    for (pymem_uint i = 0; i < NB_SMALL_SIZE_CLASSES; i++) {
+        poolp head = used_head(state, i);
+        for (poolp p = head->nextpool; p != head; p = p->nextpool) {
+            pymem_uint ai = p->arenaindex;
+            assert(p->szidx == i);
+            assert(ai < n && state->mgmt.arenas[ai].address != 0);
+            pymem_uint bit = _PyObject_CowPoolBit(state, p);
+            assert(bit < 64);
+            assert(!(bits[ai] & ((uint64_t)1 << bit)));
+            bits[ai] |= (uint64_t)1 << bit;
+            added++;
+            free_blocks += NUMBLOCKS(i) - p->ref.count;
+        }
+        /* Empty the list as obmalloc initialises it. */
+        state->pools.used[i + i] = head;
+        state->pools.used[i + i + 1] = head;
+    }
+    m->bits = bits;
+    m->narenas = n;
+    m->state = state;
+    m->count += added;
+    cow_alloc.new_at_fork = added;
+    cow_alloc.aside_at_fork = m->count;
+    cow_alloc.free_blocks_at_fork = free_blocks;
+    cow_alloc.reclaimed = 0;
+#else
+    (void)interp;
+#endif
+}
+
+
+/* ------------------------------------------------------------ options */
+
+static int
+alloc_choice(const char *value)
+{
+    for (int i = 0; alloc_mode_names[i] != NULL; i++) {
+        if (strcmp(value, alloc_mode_names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* The value of the last -X cowalloc[=VALUE] into buf ("" for a bare
+   -X cowalloc, which is invalid); NULL when absent.  Non-ASCII becomes
+   '?', so it is invalid too. */
+static const char *
+alloc_xoption(const PyConfig *config, char *buf, size_t bufsize)
+{
+    static const wchar_t name[] = L"cowalloc";
+    const size_t nlen = sizeof(name) / sizeof(name[0]) - 1;
+    const char *found = NULL;
+    for (Py_ssize_t i = 0; i < config->xoptions.length; i++) {
+        const wchar_t *opt = config->xoptions.items[i];
+        if (wcsncmp(opt, name, nlen) != 0
+            || (opt[nlen] != L'=' && opt[nlen] != L'\0'))
+        {
+            continue;
+        }
+        const wchar_t *v = opt[nlen] == L'=' ? opt + nlen + 1 : L"";
+        size_t j = 0;
+        for (; v[j] != L'\0' && j + 1 < bufsize; j++) {
+            buf[j] = (v[j] > 0 && v[j] < 128) ? (char)v[j] : '?';
+        }
+        buf[j] = '\0';
+        found = buf;
+    }
+    return found;
+}
+
+PyStatus
+_PyObject_CowAllocInit(const PyConfig *config)
+{
+    char buf[32];
+    const char *v = config->use_environment ? getenv("PYTHONCOWALLOC")
+                                            : NULL;
+    if (v != NULL && v[0] != '\0') {
+        if ((cow_alloc.mode = alloc_choice(v)) < 0) {
+            return _PyStatus_ERR("PYTHONCOWALLOC: invalid value; "
+                                 "expected aside or stock");
+        }
+    }
+    v = alloc_xoption(config, buf, sizeof(buf));
+    if (v != NULL && (cow_alloc.mode = alloc_choice(v)) < 0) {
+        return _PyStatus_ERR("-X cowalloc: invalid value; "
+                             "expected aside or stock");
+    }
+    return _PyStatus_OK();
+}
+
+
+/* ------------------------------------------------------------ stats */
+
+const char _PyObject_CowAllocStats__doc__[] =
+"_cow_alloc_stats()\n"
+"\n"
+"cowpy: pymalloc's set-aside after fork, as a dict.\n"
+"\n"
+"mode: 'aside' or 'stock' (PYTHONCOWALLOC, -X cowalloc).\n"
+"forks: forks this process and its ancestors went through as a child.\n"
+"aside_at_last_fork: pools set aside at the last fork (new_at_last_fork\n"
+"  of them that fork, the rest still aside from earlier ones).\n"
+"free_blocks_at_last_fork: free blocks in the new ones then.\n"
+"aside: pools still aside; their free blocks are aside_free_blocks.\n"
+"reclaimed: pools given back since the last fork (at the first free of\n"
+"  one of their blocks).";
+
+PyObject *
+_PyObject_CowAllocStats(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    const _PyObject_CowAsideMap *m = &_PyObject_CowAside;
+    Py_ssize_t aside_free = 0;
+    if (m->count != 0) {
+        struct _obmalloc_state *state = m->state;
+        for (pymem_uint ai = 0; ai < m->narenas; ai++) {
+            uint64_t b = m->bits[ai];
+            uintptr_t base = state->mgmt.arenas[ai].address;
+            for (int bit = 0; b != 0; bit++, b >>= 1) {
+                if (b & 1) {
+                    poolp p = (poolp)(((base >> POOL_BITS) + bit)
+                                      << POOL_BITS);
+                    aside_free += NUMBLOCKS(p->szidx) - p->ref.count;
+                }
+            }
+        }
+    }
+    return Py_BuildValue(
+        "{s:s,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
+        "mode", alloc_mode_names[cow_alloc.mode],
+        "forks", cow_alloc.forks,
+        "aside_at_last_fork", cow_alloc.aside_at_fork,
+        "new_at_last_fork", cow_alloc.new_at_fork,
+        "free_blocks_at_last_fork", cow_alloc.free_blocks_at_fork,
+        "aside", m->count,
+        "aside_free_blocks", aside_free,
+        "reclaimed", cow_alloc.reclaimed,
+        "failed_forks", cow_alloc.failed);
+}
