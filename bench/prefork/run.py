@@ -120,6 +120,10 @@ MODES = [
     Mode("cowpy-immortal", "cowpy", {"PYTHONCOWFORK": "immortal"}, [],
          "cowpy with PYTHONCOWFORK=immortal (collect, freeze and make the "
          "inherited heap immortal at fork)"),
+    Mode("cowpy-immortal-noaside", "cowpy",
+         {"PYTHONCOWFORK": "immortal", "PYTHONCOWALLOC": "stock"}, [],
+         "cowpy-immortal with PYTHONCOWALLOC=stock: workers refill the "
+         "master's pymalloc holes, as before the allocator set-aside"),
     Mode("cowpy-arena-nofreeze", "cowpy",
          {"PYTHONCOWGC": "arena", "PYTHONCOWFORK": "off"}, [],
          "cowpy, every collection via the side arena (a test mode), no "
