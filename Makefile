@@ -49,7 +49,7 @@ COWPY := $(B)/cowpy/bin/python3
 .PHONY: all stock cowpy fetch deps demo test test-ours \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize install export-patches clean distclean \
+        bench-immortalize bench-alloc install export-patches clean distclean \
         cowpy-debug cowpy-asan check-debug check-asan fuzz soak
 
 all: stock cowpy
@@ -319,8 +319,15 @@ bench-immortalize: all
 	@$(STOCK) bench/immortalize.py $(STOCK) $(COWPY) \
 	    | tee $(RESULTS)/immortalize.txt
 
+# pymalloc's set-aside after fork: what forked children copy of a parent
+# heap with holes, stock vs cowpy with PYTHONCOWALLOC=stock and aside.
+bench-alloc: all
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/alloc/holes.py $(STOCK) $(COWPY) --rounds 3 \
+	    --json $(RESULTS)/alloc_holes.json | tee $(RESULTS)/alloc_holes.txt
+
 bench: bench-probe bench-gc bench-instructions bench-speed bench-prefork \
-       bench-immortalize
+       bench-immortalize bench-alloc
 
 clean:
 	rm -rf $(B)/obj $(B)/stock $(B)/cowpy
