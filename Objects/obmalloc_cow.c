@@ -12,8 +12,10 @@
  *       pool.  The aside pools keep stale nextpool/prevpool links, which
  *       nothing follows (nothing reaches an aside pool but a free of one
  *       of its blocks, and that reclaims it first).
- *   _PyObject_CowReclaimPool()          (pymalloc_free)
- *       gives an aside pool back at the first free of one of its blocks.
+ *   _PyObject_CowReclaimPool()          (pymalloc_free_aside)
+ *       gives an aside pool back at the first free of one of its blocks;
+ *       pymalloc_free() tests _PyObject_CowAside.count, then the pool's
+ *       bit (_PyObject_CowPoolIsAside()).
  *   the dropped-pool test                (allocate_from_new_pool)
  *       reinitialises a reclaimed pool that became empty, so the holes it
  *       abandoned come back (no leak).

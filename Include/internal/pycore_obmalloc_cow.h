@@ -86,13 +86,14 @@ _PyObject_CowPoolIsAside(struct _obmalloc_state *state, poolp pool)
     return (int)((m->bits[ai] >> _PyObject_CowPoolBit(state, pool)) & 1);
 }
 
-/* pymalloc_free(), before it links the freed block: the pool is aside.
-   Take it back as a "full, unlinked" pool with an empty free list
-   (freeblock NULL, nextoffset _PyObject_COW_POOL_DROPPED), so that the
-   stock code links it to usedpools[] with valid links and a free list of
-   just the freed block.  If the freed block is the pool's last one, the
-   pool is linked to usedpools[] here and given a non-NULL freeblock
-   instead, so that the stock code moves it to its arena's free pools. */
+/* pymalloc_free_aside() (obmalloc.c), for a free in an aside pool, before
+   it frees the block the stock way.  Takes the pool back as a "full,
+   unlinked" pool with an empty free list (freeblock NULL, nextoffset
+   _PyObject_COW_POOL_DROPPED), so that the stock code links it to
+   usedpools[] with valid links and a free list of just the freed block.
+   If the freed block is the pool's last one, the pool is linked to
+   usedpools[] here and given a non-NULL freeblock instead, so that the
+   stock code moves it to its arena's free pools. */
 extern void _PyObject_CowReclaimPool(struct _obmalloc_state *state,
                                      poolp pool);
 
