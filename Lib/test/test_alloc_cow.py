@@ -393,6 +393,8 @@ class StressTests(unittest.TestCase):
         code = (STRESS.replace("SEED", str(seed))
                 .replace("SECONDS", str(seconds))
                 .replace("CHECK", "True"))
+        # An explicit mode: the environment is passed on.
+        env = {"PYTHONCOWALLOC": "aside", **env}
         # _debugmallocstats() writes to stderr: keep stdout JSON only.
         rc, out, err = assert_python_ok(
             "-c", PRELUDE + textwrap.dedent(code), __isolated=False, **env)
