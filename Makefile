@@ -306,7 +306,7 @@ bench-instructions-speed: all
 # A real pre-fork server: gunicorn --preload + Flask, wrk on loopback,
 # every mode at equal work (bench/prefork/README.md).
 PREFORK_REQUESTS ?= 20000
-PREFORK_MODES ?= stock,stock+hooks,cowpy,cowpy-nofreeze,cowpy-immortal
+PREFORK_MODES ?= stock,stock+hooks,cowpy,cowpy-nofreeze,cowpy-immortal,cowpy-immortal-noaside
 bench-prefork: all
 	@mkdir -p $(RESULTS)
 	@$(STOCK) bench/prefork/run.py $(STOCK) $(COWPY) --csv-dir $(RESULTS) \
