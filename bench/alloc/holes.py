@@ -27,7 +27,11 @@ cowpy's sys._cow_alloc_stats().
 
 Configurations, each run R times, interleaved: stock; cowpy (freeze at
 fork) with PYTHONCOWALLOC=stock and =aside; cowpy with
-PYTHONCOWFORK=immortal with PYTHONCOWALLOC=stock and =aside.  Every
+PYTHONCOWFORK=immortal with PYTHONCOWALLOC=stock and =aside; and, for
+the holes made before the fork, the stock advice (HOLES_RECIPE=
+stock-advice: gc.disable() before the heap is built, gc.freeze() instead
+of gc.collect() before the fork, gc.enable() in the child) on stock and
+on cowpy-immortal with the set-aside.  Every
 configuration does the same work, so memory is comparable.  The table
 shows medians over children and rounds, and the ratio aside/stock-alloc
 for each cowpy fork mode.
@@ -51,6 +55,15 @@ CONFIGS = [
      {"PYTHONCOWFORK": "immortal", "PYTHONCOWALLOC": "stock"}),
     ("immortal alloc=aside", "cowpy",
      {"PYTHONCOWFORK": "immortal", "PYTHONCOWALLOC": "aside"}),
+    # Issue #6, candidate 2: the stock advice against holes made before
+    # the fork (gc.disable() early in the parent, gc.freeze() before the
+    # fork, gc.enable() in the child; no gc.collect()), on stock and on
+    # cowpy's best mode, against the default parent above (gc.collect()
+    # before forking, and cowpy-immortal collects at the fork anyway).
+    ("stock + stock advice", "stock", {"HOLES_RECIPE": "stock-advice"}),
+    ("immortal aside + advice", "cowpy",
+     {"PYTHONCOWFORK": "immortal", "PYTHONCOWALLOC": "aside",
+      "HOLES_RECIPE": "stock-advice"}),
 ]
 
 
@@ -230,9 +243,15 @@ def worker(k, n, seed):
     after the fork until its children have exited."""
     import gc
     import random
+    advice = os.environ.get("HOLES_RECIPE") == "stock-advice"
+    if advice:
+        gc.disable()
     rng = random.Random(seed)
     heap = build_heap(rng)
-    gc.collect()
+    if advice:
+        gc.freeze()
+    else:
+        gc.collect()
     before = json.dumps({"parent": os.getpid(),
                          "before": debug_malloc_stats()})
     sys.stdout.flush()
@@ -241,6 +260,8 @@ def worker(k, n, seed):
         pid = os.fork()
         if pid == 0:
             try:
+                if advice:
+                    gc.enable()
                 crng = random.Random(seed * 100 + c)
                 # The worker's own state (its cache) stays alive while
                 # it is measured, as in a server between requests.
@@ -396,7 +417,9 @@ def main():
                  row["reclaimed"]))
     print()
     for base, new in (("cowpy alloc=stock", "cowpy alloc=aside"),
-                      ("immortal alloc=stock", "immortal alloc=aside")):
+                      ("immortal alloc=stock", "immortal alloc=aside"),
+                      ("stock", "stock + stock advice"),
+                      ("immortal alloc=aside", "immortal aside + advice")):
         b, a = summary[base], summary[new]
         print("%-22s vs %-22s USS %.3f  copied pages %.3f  "
               "(copied anon %.0f -> %.0f, new %.0f -> %.0f)"
