@@ -78,6 +78,11 @@ try:
         for line in f:
             if line.startswith("VmHWM:"):
                 out["peak_rss_kb"] = int(line.split()[1])
+            elif line.startswith("RssFile:"):
+                # File-backed pages (the binary's and libc's text) are
+                # page cache, mapped in by fault-around: which pages land
+                # in RSS varies by ~100 KiB between runs and layouts.
+                out["rss_file_kb"] = int(line.split()[1])
 except OSError:
     pass
 print("SPEEDJSON " + json.dumps(out, default=str), flush=True)

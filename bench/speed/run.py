@@ -95,31 +95,46 @@ def fmt_info(info):
 
 def print_peak_rss(names, failed, extra):
     """Peak RSS (VmHWM) per workload: a process that never forks must use
-    the same memory as stock (issue #6: within 1 %)."""
-    print("\nPeak RSS (VmHWM, MiB; median per side; the process never forks)")
-    hdr = "%-22s %9s %9s %7s" % ("workload", "stock", "cowpy", "ratio")
+    the same memory as stock (issue #6: within 1 %).  Also without the
+    file-backed pages (VmHWM - RssFile at the end): the interpreter's and
+    libc's text are page cache mapped in by fault-around, which moves
+    RSS by ~100 KiB between runs, 1 % of the smallest workloads."""
+    print("\nPeak RSS (MiB; median per side; the process never forks)")
+    hdr = "%-22s %9s %9s %7s   %9s %9s %7s" % (
+        "workload", "stock", "cowpy", "ratio", "stock", "cowpy", "ratio")
+    print("%-22s %27s   %27s" % ("", "VmHWM", "VmHWM - RssFile"))
     print(hdr)
     print("-" * len(hdr))
-    worst = None
+    worst = {"all": None, "anon": None}
     for name in names:
         if name in failed:
             continue
         med = {}
         for lab in ("stock", "cowpy"):
-            v = [e["peak_rss_kb"] for e in extra[name][lab]
-                 if e.get("peak_rss_kb")]
-            med[lab] = statistics.median(v) if v else None
-        if not med["stock"] or not med["cowpy"]:
-            print("%-22s %9s %9s %7s" % (name, "-", "-", "-"))
+            ex = [e for e in extra[name][lab] if e.get("peak_rss_kb")]
+            med[lab] = (statistics.median(e["peak_rss_kb"] for e in ex)
+                        if ex else None,
+                        statistics.median(e["peak_rss_kb"]
+                                          - e.get("rss_file_kb", 0)
+                                          for e in ex) if ex else None)
+        if not med["stock"][0] or not med["cowpy"][0]:
+            print("%-22s %9s" % (name, "-"))
             continue
-        ratio = med["cowpy"] / med["stock"]
-        worst = ratio if worst is None else max(worst, ratio)
-        print("%-22s %9.1f %9.1f %7.3f" % (name, med["stock"] / 1024,
-                                           med["cowpy"] / 1024, ratio))
-    if worst is not None:
+        cols = []
+        for k, key in ((0, "all"), (1, "anon")):
+            ratio = med["cowpy"][k] / med["stock"][k]
+            worst[key] = ratio if worst[key] is None else max(worst[key],
+                                                               ratio)
+            cols += [med["stock"][k] / 1024, med["cowpy"][k] / 1024, ratio]
+        print("%-22s %9.1f %9.1f %7.3f   %9.1f %9.1f %7.3f"
+              % ((name,) + tuple(cols)))
+    if worst["all"] is not None:
         print("-" * len(hdr))
-        print("largest ratio %.3f (%s 1 %% of stock)" % (
-            worst, "within" if worst <= 1.01 else "NOT within"))
+        for key, label in (("all", "VmHWM"),
+                           ("anon", "VmHWM - RssFile")):
+            print("largest ratio, %s: %.3f (%s 1 %% of stock)" % (
+                label, worst[key],
+                "within" if worst[key] <= 1.01 else "NOT within"))
 
 
 def main():
@@ -193,6 +208,7 @@ def main():
                     "collections": " ".join(map(str, r.get("collections", []))),
                     "maxrss_kb": r.get("maxrss_kb"),
                     "peak_rss_kb": r.get("peak_rss_kb"),
+                    "rss_file_kb": r.get("rss_file_kb"),
                     "info": fmt_info(r.get("info"))})
         if name not in failed:
             s, c = samples[name]["stock"], samples[name]["cowpy"]
