@@ -30,18 +30,15 @@
  */
 
 #include "Python.h"
-#include "pycore_initconfig.h"    // _PyStatus_ERR()
 #include "pycore_interp.h"        // PyInterpreterState.obmalloc
 #include "pycore_obmalloc.h"
 #include "pycore_obmalloc_cow.h"
 
-#include <string.h>
-#include <wchar.h>
+#include <string.h>               // memcpy()
 
 _PyObject_CowAsideMap _PyObject_CowAside = {0, NULL, NULL, 0};
 
 enum { COW_ALLOC_ASIDE = 0, COW_ALLOC_STOCK = 1 };
-static const char *const alloc_mode_names[] = {"aside", "stock", NULL};
 
 static struct {
     int mode;
@@ -183,62 +180,15 @@ _PyObject_CowAllocAfterForkChild(PyInterpreterState *interp)
 
 /* ------------------------------------------------------------ options */
 
-static int
-alloc_choice(const char *value)
-{
-    for (int i = 0; alloc_mode_names[i] != NULL; i++) {
-        if (strcmp(value, alloc_mode_names[i]) == 0) {
-            return i;
-        }
-    }
-    return -1;
-}
+/* PYTHONCOWALLOC / -X cowalloc are read with cowpy's other start-up
+   options, by _PyGC_CowInit() (Python/gc_cow.c). */
+const char *const _PyObject_CowAllocModes[] = {"aside", "stock", NULL};
 
-/* The value of the last -X cowalloc[=VALUE] into buf ("" for a bare
-   -X cowalloc, which is invalid); NULL when absent.  Non-ASCII becomes
-   '?', so it is invalid too. */
-static const char *
-alloc_xoption(const PyConfig *config, char *buf, size_t bufsize)
+void
+_PyObject_CowAllocSetMode(int mode)
 {
-    static const wchar_t name[] = L"cowalloc";
-    const size_t nlen = sizeof(name) / sizeof(name[0]) - 1;
-    const char *found = NULL;
-    for (Py_ssize_t i = 0; i < config->xoptions.length; i++) {
-        const wchar_t *opt = config->xoptions.items[i];
-        if (wcsncmp(opt, name, nlen) != 0
-            || (opt[nlen] != L'=' && opt[nlen] != L'\0'))
-        {
-            continue;
-        }
-        const wchar_t *v = opt[nlen] == L'=' ? opt + nlen + 1 : L"";
-        size_t j = 0;
-        for (; v[j] != L'\0' && j + 1 < bufsize; j++) {
-            buf[j] = (v[j] > 0 && v[j] < 128) ? (char)v[j] : '?';
-        }
-        buf[j] = '\0';
-        found = buf;
-    }
-    return found;
-}
-
-PyStatus
-_PyObject_CowAllocInit(const PyConfig *config)
-{
-    char buf[32];
-    const char *v = config->use_environment ? getenv("PYTHONCOWALLOC")
-                                            : NULL;
-    if (v != NULL && v[0] != '\0') {
-        if ((cow_alloc.mode = alloc_choice(v)) < 0) {
-            return _PyStatus_ERR("PYTHONCOWALLOC: invalid value; "
-                                 "expected aside or stock");
-        }
-    }
-    v = alloc_xoption(config, buf, sizeof(buf));
-    if (v != NULL && (cow_alloc.mode = alloc_choice(v)) < 0) {
-        return _PyStatus_ERR("-X cowalloc: invalid value; "
-                             "expected aside or stock");
-    }
-    return _PyStatus_OK();
+    assert(mode == COW_ALLOC_ASIDE || mode == COW_ALLOC_STOCK);
+    cow_alloc.mode = mode;
 }
 
 
@@ -279,7 +229,7 @@ _PyObject_CowAllocStats(PyObject *module, PyObject *Py_UNUSED(ignored))
     }
     return Py_BuildValue(
         "{s:s,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
-        "mode", alloc_mode_names[cow_alloc.mode],
+        "mode", _PyObject_CowAllocModes[cow_alloc.mode],
         "forks", cow_alloc.forks,
         "aside_at_last_fork", cow_alloc.aside_at_fork,
         "new_at_last_fork", cow_alloc.new_at_fork,

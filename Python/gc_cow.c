@@ -45,7 +45,7 @@
 #include "pycore_initconfig.h"    // _PyStatus_ERR()
 #include "pycore_interp.h"        // PyInterpreterState.gc
 #include "pycore_object.h"        // _PyObject_IS_GC()
-#include "pycore_obmalloc_cow.h"  // _PyObject_CowAllocInit()
+#include "pycore_obmalloc_cow.h"  // _PyObject_CowAllocSetMode()
 #include "pycore_pyerrors.h"      // _PyErr_GetRaisedException()
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
 #include "pycore_unicodeobject.h" // _PyUnicode_InternImmortal()
@@ -1612,6 +1612,24 @@ _PyGC_CowInit(PyInterpreterState *interp)
                                  "expected 0 or 1");
         }
     }
+    /* The allocator's set-aside after fork (Objects/obmalloc_cow.c). */
+    int alloc_mode = 0;
+    v = config->use_environment ? getenv("PYTHONCOWALLOC") : NULL;
+    if (v != NULL && v[0] != '\0') {
+        if ((alloc_mode = choice_index(v, _PyObject_CowAllocModes)) < 0) {
+            return _PyStatus_ERR("PYTHONCOWALLOC: invalid value; "
+                                 "expected aside or stock");
+        }
+    }
+    v = get_xoption(config, L"cowalloc", buf, sizeof(buf));
+    if (v != NULL
+        && (alloc_mode = choice_index(v, _PyObject_CowAllocModes)) < 0)
+    {
+        return _PyStatus_ERR("-X cowalloc: invalid value; "
+                             "expected aside or stock");
+    }
+    _PyObject_CowAllocSetMode(alloc_mode);
+
 #ifdef HAVE_PTHREAD_H
     /* Any fork, also one made from C without PyOS_BeforeFork(). */
     static int atfork_registered;
@@ -1633,7 +1651,7 @@ _PyGC_CowInit(PyInterpreterState *interp)
                              "(configure --with-pydebug)");
     }
 #endif
-    return _PyObject_CowAllocInit(config);
+    return _PyStatus_OK();
 }
 
 

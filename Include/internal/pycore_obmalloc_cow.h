@@ -102,9 +102,11 @@ extern void _PyObject_CowReclaimPool(struct _obmalloc_state *state,
    No-op with PYTHONCOWALLOC=stock. */
 extern void _PyObject_CowAllocAfterForkChild(PyInterpreterState *interp);
 
-/* Read PYTHONCOWALLOC / -X cowalloc (aside, stock).  A bad value is a
-   start-up error that names the option. */
-extern PyStatus _PyObject_CowAllocInit(const PyConfig *config);
+/* PYTHONCOWALLOC / -X cowalloc: the values, in mode order (0 = aside,
+   the default; 1 = stock), and the setter _PyGC_CowInit() calls once it
+   has read them with cowpy's other start-up options. */
+extern const char *const _PyObject_CowAllocModes[];
+extern void _PyObject_CowAllocSetMode(int mode);
 
 /* sys._cow_alloc_stats() */
 extern PyObject *_PyObject_CowAllocStats(PyObject *module,
