@@ -385,20 +385,28 @@ sys.exit(1 if status else 0)
 """
 
 
+def run_attribution_helper(code):
+    """Run an attribution scenario (a script that forks, lets the child
+    write, has cowstat report on it and prints JSON) and return its
+    result.  Large malloc blocks get their own mmap, as the scenarios
+    expect, and the allocator is the default one."""
+    env = tool_env(MALLOC_MMAP_THRESHOLD_="131072")
+    env.pop("PYTHONMALLOC", None)
+    p = subprocess.run([sys.executable, "-c", code], env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       universal_newlines=True, timeout=120)
+    if p.returncode:
+        raise AssertionError("attribution helper failed (%d):\n%s"
+                             % (p.returncode, p.stderr))
+    return json.loads(p.stdout)
+
+
 @unittest.skipUnless(HAVE_PROC, "needs Linux /proc/self/pagemap")
 class AttributionUntrackedTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        env = tool_env(MALLOC_MMAP_THRESHOLD_="131072")
-        env.pop("PYTHONMALLOC", None)
-        p = subprocess.run([sys.executable, "-c", UNTRACKED], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           universal_newlines=True, timeout=120)
-        if p.returncode:
-            raise AssertionError("attribution helper failed (%d):\n%s"
-                                 % (p.returncode, p.stderr))
-        cls.result = json.loads(p.stdout)
+        cls.result = run_attribution_helper(UNTRACKED)
 
     def compared(self):
         h = self.result["header"]
@@ -511,15 +519,7 @@ class AttributionTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        env = tool_env(MALLOC_MMAP_THRESHOLD_="131072")
-        env.pop("PYTHONMALLOC", None)
-        p = subprocess.run([sys.executable, "-c", ATTRIB], env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           universal_newlines=True, timeout=120)
-        if p.returncode:
-            raise AssertionError("attribution helper failed (%d):\n%s"
-                                 % (p.returncode, p.stderr))
-        cls.result = json.loads(p.stdout)
+        cls.result = run_attribution_helper(ATTRIB)
 
     def setUp(self):
         if self.result["n_mmapped"] < 6:
