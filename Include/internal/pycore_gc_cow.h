@@ -24,8 +24,10 @@ typedef enum {
     _PyGC_COW_STOCK = 0,
     /* Side-arena algorithm over exactly the same set (test mode). */
     _PyGC_COW_ARENA = 1,
-    /* Side-arena algorithm over the collected generations *and* the
-       permanent generation: a "shared collection". */
+    /* Over the collected generations *and* the permanent generation: a
+       "shared collection".  Side arena once the process has forked; in a
+       process that never forked, scratch in the headers, as stock keeps
+       it, without relinking survivors (no page is shared yet). */
     _PyGC_COW_SHARED = 2,
 } _PyGC_CowPath;
 
@@ -37,11 +39,13 @@ extern PyStatus _PyGC_CowInit(PyInterpreterState *interp);
 typedef void (*_PyGC_CowDeduceFn)(PyGC_Head *base, PyGC_Head *unreachable);
 
 /* Called by gc_collect_main() in place of deduce_unreachable(young, ...).
-   Chooses the path for this collection; for the arena paths it leaves
-   `unreachable` exactly as deduce_unreachable() would (every member has
-   PREV_MASK_COLLECTING and NEXT_MASK_UNREACHABLE set); of the objects
-   that stay reachable it writes only the link word of each list
-   neighbour of a garbage object.  Returns the path taken; on
+   Chooses the path for this collection; for the arena and shared paths
+   it leaves `unreachable` exactly as deduce_unreachable() would (every
+   member has PREV_MASK_COLLECTING and NEXT_MASK_UNREACHABLE set); with
+   the side arena, of the objects that stay reachable it writes only the
+   link word of each list neighbour of a garbage object (with the header
+   scratch of a never-forked process, their headers too, as stock does;
+   survivors stay in their own lists).  Returns the path taken; on
    _PyGC_COW_STOCK the caller runs deduce_unreachable() itself (also the
    fallback when the arena cannot be allocated).  `stock` is gc.c's own
    deduce_unreachable(), which the differential oracle of debug builds
