@@ -83,16 +83,12 @@ _PyObject_CowReclaimPool(struct _obmalloc_state *state, poolp pool)
     }
     /* The block being freed is the pool's last one.  pymalloc_free() puts
        such a pool to its arena's free pools only when the free list was
-       not empty, and unlinks it from usedpools[] first: link it in (as
-       insert_to_usedpool() does) and give it a non-NULL free list.  That
-       list is never followed: allocate_from_new_pool() reinitialises a
-       dropped pool. */
-    poolp next = state->pools.used[pool->szidx + pool->szidx];
-    poolp prev = next->prevpool;
-    pool->nextpool = next;
-    pool->prevpool = prev;
-    next->prevpool = pool;
-    prev->nextpool = pool;
+       not empty, and insert_to_freepool() unlinks it from usedpools[]
+       first.  Linked to itself, the unlink writes only the pool's own
+       links, so it needs no list; the non-NULL free list is never
+       followed: allocate_from_new_pool() reinitialises a dropped pool. */
+    pool->nextpool = pool;
+    pool->prevpool = pool;
     pool->freeblock = (pymem_block *)pool + POOL_OVERHEAD;
 }
 

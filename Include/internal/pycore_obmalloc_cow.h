@@ -92,8 +92,9 @@ _PyObject_CowPoolIsAside(struct _obmalloc_state *state, poolp pool)
    _PyObject_COW_POOL_DROPPED), so that the stock code links it to
    usedpools[] with valid links and a free list of just the freed block.
    If the freed block is the pool's last one, the pool is linked to
-   usedpools[] here and given a non-NULL freeblock instead, so that the
-   stock code moves it to its arena's free pools. */
+   itself and given a non-NULL freeblock instead, so that the stock code
+   moves it to its arena's free pools (its unlink from usedpools[] then
+   touches only the pool). */
 extern void _PyObject_CowReclaimPool(struct _obmalloc_state *state,
                                      poolp pool);
 

@@ -284,7 +284,7 @@ class NoLeakTests(unittest.TestCase):
 
     def test_last_block_of_an_aside_pool(self):
         # Pools holding one block at the fork: freeing it in the child
-        # empties the pool at once (the reclaim links it first).
+        # empties the pool at once (the reclaim links it to itself).
         out = run("""
             n = (1 << 14) // 96
             objs = [bytearray(40) for _ in range(200 * n)]
