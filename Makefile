@@ -43,10 +43,22 @@ OVERLAY := $(shell find $(OVERLAY_DIRS) -type f ! -name '*.pyc' \
 PATCHES := $(addprefix $(ROOT)/patches/,$(shell grep -v '^\#' patches/series))
 
 COWGIT := $(ROOT)/Tools/make/cowgit
+# One short line per build step, as CPython's own build prints; the full
+# output of each step goes to a log under build/, whose tail is shown when
+# the step fails.  V=1 echoes every command instead.
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+say = @printf '  %-10s %s\n' '$(1)' '$(2)'
+# run LOG, COMMAND: run quietly into LOG; on failure show LOG's tail.
+run = $(1) >$(strip $(2)) 2>&1 || { echo "failed; the end of $(strip $(2)):"; \
+    tail -n 40 $(strip $(2)); exit 1; }
 STOCK := $(B)/stock/bin/python3
 COWPY := $(B)/cowpy/bin/python3
 
-.PHONY: all stock cowpy fetch deps demo test test-ours \
+.PHONY: all stock cowpy fetch deps demo test test-ours rebase \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
         bench-immortalize bench-alloc install export-patches clean distclean \
@@ -63,10 +75,12 @@ DEB_BUILD := build-essential pkg-config ccache curl xz-utils git \
     libgdbm-compat-dev uuid-dev
 DEB_BENCH := gunicorn python3-flask wrk valgrind python3-matplotlib
 deps:
+	$(call say,DEPS,$(words $(DEB_BUILD) $(DEB_BENCH)) Debian packages (log: build/deps.log))
+	@mkdir -p $(B)
 	@if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	    $(call run,{ apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -q --no-install-recommends \
-	        $(DEB_BUILD) $(DEB_BENCH); \
+	        $(DEB_BUILD) $(DEB_BENCH); },$(B)/deps.log); \
 	else \
 	    echo "not root; run:"; \
 	    echo "  sudo apt-get install $(DEB_BUILD) $(DEB_BENCH)"; \
@@ -74,64 +88,65 @@ deps:
 
 # ---------------------------------------------------------------- fetch
 fetch: $(B)/$(TARBALL)
-$(B)/$(TARBALL): upstream/pin
-	@mkdir -p $(B)
-	src=$$(upstream/fetch.sh) && ln -sf "$$src" $@
+# The name carries the version, so a new pin is a new file.
+$(B)/$(TARBALL):
+	$(call say,FETCH,$(TARBALL) (size and sha256 verified))
+	$(Q)mkdir -p $(B)
+	$(Q)src=$$(upstream/fetch.sh 2>$(B)/fetch.log) || \
+	    { cat $(B)/fetch.log; exit 1; }; ln -sf "$$src" $@
 
 # ---------------------------------------------------------------- sources
 $(B)/src/stock/.unpacked: $(B)/$(TARBALL)
-	rm -rf $(B)/src/stock && mkdir -p $(B)/src/stock
-	tar -xJf $< -C $(B)/src/stock --strip-components=1
-	touch $@
+	$(call say,UNPACK,build/src/stock)
+	$(Q)rm -rf $(B)/src/stock && mkdir -p $(B)/src/stock
+	$(Q)tar -xJf $< -C $(B)/src/stock --strip-components=1
+	$(Q)touch $@
 
 # build/src/cowpy is a git work tree (its repository is build/src/cowpy.git,
 # outside the tree, so CPython's build embeds the same "main" build info as
 # stock) so that patches apply with `git am` and edits made there export
 # back with `make export-patches`.  Use Tools/make/cowgit for git commands.
 $(B)/src/cowpy/.unpacked: $(B)/$(TARBALL)
-	rm -rf $(B)/src/cowpy $(B)/src/cowpy.git && mkdir -p $(B)/src/cowpy
-	tar -xJf $< -C $(B)/src/cowpy --strip-components=1
-	$(COWGIT) init -q -b cowpy && \
+	$(call say,UNPACK,build/src/cowpy (git tree, base tag "upstream"))
+	$(Q)rm -rf $(B)/src/cowpy $(B)/src/cowpy.git && mkdir -p $(B)/src/cowpy
+	$(Q)tar -xJf $< -C $(B)/src/cowpy --strip-components=1
+	$(Q)$(COWGIT) init -q -b cowpy && \
 	  $(COWGIT) add -A -f && \
 	  $(COWGIT) -c user.name=cowpy -c user.email=cowpy@localhost \
 	      commit -q -m "Python $(VERSION) from $(TARBALL)" && \
 	  $(COWGIT) tag upstream
-	printf '%s\n' '/.unpacked' '/.patched' > $(B)/src/cowpy.git/info/exclude
-	touch $@
+	$(Q)printf '%s\n' '/.unpacked' '/.patched' > $(B)/src/cowpy.git/info/exclude
+	$(Q)touch $@
 
-# Re-applying resets only the files the series touches, so make then
-# recompiles just what depends on them.
-$(B)/src/cowpy/.patched: $(B)/src/cowpy/.unpacked patches/series $(PATCHES)
-	if ! $(COWGIT) diff --quiet HEAD || ! $(COWGIT) diff --cached --quiet; then \
-	    echo "build/src/cowpy has uncommitted edits: commit them and run"; \
-	    echo "'make export-patches', or discard them, first."; exit 1; \
-	fi && \
-	$(COWGIT) am --abort >/dev/null 2>&1; \
-	if [ "$$($(COWGIT) rev-list upstream..HEAD | wc -l)" != 0 ] && \
-	   [ -z "$$($(COWGIT) format-patch --stdout upstream..HEAD | $(COWGIT) patch-id | \
-	            cut -d' ' -f1 | sort | \
-	            diff - <(cat $(PATCHES) /dev/null | $(COWGIT) patch-id | \
-	                     cut -d' ' -f1 | sort))" ]; then \
-	    echo "patches already applied"; \
-	else \
-	    $(COWGIT) reset -q --hard upstream && \
-	    $(COWGIT) -c user.name=cowpy -c user.email=cowpy@localhost \
-	        am -q --committer-date-is-author-date $(PATCHES); \
-	fi
-	touch $@
+# Apply the series (git am) and regenerate CPython's generated files with
+# its own generators, run by the stock twin (Tools/make/apply_series.sh,
+# regen.sh); files whose content did not change keep their mtime, so make
+# then recompiles just what depends on the changed ones.
+$(B)/src/cowpy/.patched: $(B)/src/cowpy/.unpacked patches/series $(PATCHES) \
+        Tools/make/apply_series.sh Tools/make/regen.sh | $(STOCK)
+	$(call say,PATCH,$(words $(PATCHES)) patches from patches/series)
+	$(Q)$(call run,$(ROOT)/Tools/make/apply_series.sh $(STOCK) $(PATCHES),\
+	    $(B)/src/patch.log)
+	$(Q)printf '  %-10s %s\n' REGEN "$$(grep -c '^regenerated: ' \
+	    $(B)/src/patch.log) generated files (Argument Clinic, global strings)"
+	$(Q)touch $@
+
+# The generators need a Python: the stock twin, built first.
+$(STOCK):
+	$(Q)$(MAKE) --no-print-directory stock
 
 # Copy overlay files whose content changed (unchanged files keep their
 # mtime, so nothing recompiles).  Overlay files must be new files: an
 # upstream file is changed only through patches/.
 .PHONY: overlay
 overlay: $(B)/src/cowpy/.patched
-	@cd $(B)/src/cowpy && for f in $(OVERLAY); do \
+	$(Q)cd $(B)/src/cowpy && for f in $(OVERLAY); do \
 	    if $(COWGIT) ls-files --error-unmatch "$$f" >/dev/null 2>&1; then \
 	        echo "overlay file $$f is an upstream file; use patches/"; \
 	        exit 1; fi; \
 	    if ! cmp -s "$(ROOT)/$$f" "$$f"; then \
 	        mkdir -p "$$(dirname "$$f")" && cp "$(ROOT)/$$f" "$$f" && \
-	        echo "overlay: $$f"; fi; \
+	        printf '  %-10s %s\n' OVERLAY "$$f"; fi; \
 	    x=$(B)/src/cowpy.git/info/exclude; \
 	    grep -qxF "/$$f" $$x || echo "/$$f" >> $$x; \
 	done
@@ -139,23 +154,26 @@ overlay: $(B)/src/cowpy/.patched
 # ---------------------------------------------------------------- builds
 # configure NAME
 define configure
-	rm -rf $(B)/obj/$(1) && mkdir -p $(B)/obj/$(1)
-	cd $(B)/obj/$(1) && PATH=$(CCPATH) $(B)/src/$(1)/configure -q \
-	    --prefix=$(B)/$(1) $(CONFIGURE_FLAGS) > configure.out
+	$(call say,CONFIGURE,build/obj/$(1))
+	$(Q)rm -rf $(B)/obj/$(1) && mkdir -p $(B)/obj/$(1)
+	$(Q)cd $(B)/obj/$(1) && $(call run,PATH=$(CCPATH) \
+	    $(B)/src/$(1)/configure --prefix=$(B)/$(1) $(CONFIGURE_FLAGS),\
+	    $(B)/obj/$(1)/configure.out)
 endef
 
 # build NAME: always descend (CPython's make is incremental), then install
 # only when the binary, a built module or a Lib file changed since the last
 # install, so a no-op `make` stays fast.
 define build
-	PATH=$(CCPATH) $(MAKE) -s -C $(B)/obj/$(1) -j$(J) >$(B)/obj/$(1)/make.out 2>&1 || \
-	    { tail -n 40 $(B)/obj/$(1)/make.out; exit 1; }
-	@$(ROOT)/Tools/make/check_modules.sh $(B)/obj/$(1)
-	@st=$(B)/$(1)/.installed; \
+	$(call say,BUILD,build/obj/$(1) (log: build/obj/$(1)/make.out))
+	$(Q)$(call run,PATH=$(CCPATH) $(MAKE) -s -C $(B)/obj/$(1) -j$(J),\
+	    $(B)/obj/$(1)/make.out)
+	$(Q)$(ROOT)/Tools/make/check_modules.sh $(B)/obj/$(1)
+	$(Q)st=$(B)/$(1)/.installed; \
 	if [ ! -f $$st ] || [ -n "$$(find $(B)/obj/$(1)/python \
 	        $(B)/obj/$(1)/Modules $(B)/src/$(1)/Lib -newer $$st \
 	        -type f ! -name '*.pyc' -print -quit)" ]; then \
-	    echo "installing $(1) into build/$(1)"; \
+	    printf '  %-10s %s\n' INSTALL build/$(1)/bin/python3; \
 	    PATH=$(CCPATH) $(MAKE) -s -C $(B)/obj/$(1) install \
 	        >$(B)/obj/$(1)/install.out 2>&1 || \
 	        { tail -n 40 $(B)/obj/$(1)/install.out; exit 1; }; \
@@ -191,17 +209,17 @@ VARIANT_FLAGS_debug := --with-pydebug
 VARIANT_FLAGS_asan := --with-address-sanitizer \
     --with-undefined-behavior-sanitizer
 $(B)/obj/cowpy-%/Makefile: $(B)/src/cowpy/.unpacked upstream/pin $(FLAGS_STAMP)
-	rm -rf $(B)/obj/cowpy-$* && mkdir -p $(B)/obj/cowpy-$*
-	cd $(B)/obj/cowpy-$* && PATH=$(CCPATH) $(B)/src/cowpy/configure -q \
-	    --prefix=$(B)/cowpy-$* $(CONFIGURE_FLAGS) $(VARIANT_FLAGS_$*) \
-	    > configure.out
+	$(call say,CONFIGURE,build/obj/cowpy-$*)
+	$(Q)rm -rf $(B)/obj/cowpy-$* && mkdir -p $(B)/obj/cowpy-$*
+	$(Q)cd $(B)/obj/cowpy-$* && $(call run,PATH=$(CCPATH) \
+	    $(B)/src/cowpy/configure --prefix=$(B)/cowpy-$* $(CONFIGURE_FLAGS) \
+	    $(VARIANT_FLAGS_$*),$(B)/obj/cowpy-$*/configure.out)
 # (The build runs the interpreter it builds: no LeakSanitizer reports, as
 # CPython does not free everything at exit by design.)
 cowpy-debug cowpy-asan: cowpy-%: overlay $(B)/obj/cowpy-%/Makefile
-	PATH=$(CCPATH) ASAN_OPTIONS=detect_leaks=0 \
-	    $(MAKE) -s -C $(B)/obj/cowpy-$* -j$(J) \
-	    >$(B)/obj/cowpy-$*/make.out 2>&1 || \
-	    { tail -n 40 $(B)/obj/cowpy-$*/make.out; exit 1; }
+	$(call say,BUILD,build/obj/cowpy-$* (log: build/obj/cowpy-$*/make.out))
+	$(Q)$(call run,PATH=$(CCPATH) ASAN_OPTIONS=detect_leaks=0 \
+	    $(MAKE) -s -C $(B)/obj/cowpy-$* -j$(J),$(B)/obj/cowpy-$*/make.out)
 
 # Our tests, the fuzzer and the GC-related upstream tests on a variant;
 # figures go to bench/results/reliability/ and docs/reliability.md.
@@ -245,23 +263,33 @@ install: overlay
 	PATH=$(CCPATH) $(MAKE) -C $(B)/obj/install -j$(J)
 	PATH=$(CCPATH) $(MAKE) -C $(B)/obj/install install
 
+# ---------------------------------------------------------------- rebase
+# Move to another 3.13 release (patches/README.md): new pin from Debian's
+# .dsc, then fetch, verify, unpack, apply the series, regenerate, build.
+rebase:
+	@test -n "$(DEBIAN_VERSION_NEW)" || \
+	    { echo "usage: make rebase DEBIAN_VERSION_NEW=3.13.N-1"; exit 1; }
+	$(Q)upstream/new_pin.sh $(DEBIAN_VERSION_NEW)
+	$(Q)$(MAKE) --no-print-directory all
+
 # ---------------------------------------------------------------- patches
 # Commit edits in build/src/cowpy (one concern per commit, header in the
 # message), then run this to rewrite patches/ from those commits.
 export-patches:
-	$(COWGIT) diff --quiet HEAD || \
+	$(Q)$(COWGIT) diff --quiet HEAD || \
 	  { echo "build/src/cowpy has uncommitted edits"; exit 1; }
-	rm -f patches/[0-9][0-9][0-9][0-9]-*.patch
-	$(COWGIT) format-patch -q --no-signature \
+	$(Q)rm -f patches/[0-9][0-9][0-9][0-9]-*.patch
+	$(Q)$(COWGIT) format-patch -q --no-signature \
 	    --zero-commit -N -o $(ROOT)/patches upstream..HEAD
-	cd patches && { echo "# applied in order by the Makefile (git am)"; \
+	$(Q)cd patches && { echo "# applied in order by the Makefile (git am)"; \
 	    ls [0-9][0-9][0-9][0-9]-*.patch; } > series
-	touch $(B)/src/cowpy/.patched
+	$(Q)touch $(B)/src/cowpy/.patched
 	@cat patches/series
 
 # ---------------------------------------------------------------- demo/test
 demo: deps all
-	@$(STOCK) bench/cow_probe.py --compare $(STOCK) $(COWPY)
+	$(call say,PROBE,bench/cow_probe.py: stock vs cowpy)
+	$(Q)$(STOCK) bench/cow_probe.py --compare $(STOCK) $(COWPY)
 
 test: all cowpy-debug
 	@$(ROOT)/Tools/make/run_tests.sh

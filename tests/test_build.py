@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -129,6 +130,19 @@ class PatchSeriesTests(unittest.TestCase):
                             f"{name}: header must say 'Downstream only' or "
                             "'Could go upstream'")
             self.assertIn("Why:", head, f"{name}: header must say why")
+
+    def test_no_patch_edits_a_generated_file(self):
+        # The build regenerates these (Tools/make/regen.sh); a patch that
+        # carried one would conflict at the next rebase.
+        generated = re.compile(
+            r"(^|/)clinic/[^/]+\.h$|^Include/internal/pycore_("
+            r"global_strings|runtime_init_generated|unicodeobject_generated"
+            r"|global_objects_fini_generated)\.h$")
+        for p in sorted((ROOT / "patches").glob("[0-9]*.patch")):
+            for m in re.finditer(r"^diff --git a/(\S+) ", p.read_text(),
+                                 re.M):
+                self.assertIsNone(generated.search(m.group(1)),
+                                  f"{p.name} edits generated {m.group(1)}")
 
 
 PROBE = textwrap.dedent("""

@@ -6,15 +6,19 @@
 #   1. the cache, $COWPY_CACHE_DIR (default ~/.cache/cowpy);
 #   2. $COWPY_UPSTREAM_URL (default: the python.org URL of upstream/pin),
 #      with a short connect timeout so an offline machine moves on at once;
-#   3. Debian's source package (trixie), whose orig tarball is the same
-#      file, fetched with a private apt configuration whose deb-src mirror
-#      is derived from this machine's own apt sources.
+#   3. Debian's source package (DEBIAN_VERSION of DEBIAN_PACKAGE), whose
+#      orig tarball is the same file, fetched with a private apt
+#      configuration whose deb-src mirror is derived from this machine's
+#      own apt sources; each suite of DEBIAN_SUITES is tried in turn (a
+#      version moves from unstable to testing, then out of both), and apt
+#      checks the file against the suite's signed index.
 # A verified download is stored in the cache.  Set COWPY_FETCH_NO_DEBIAN=1
 # to skip source 3 (the tests use this).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/pin"
+. "$here/debian.sh"
 
 cache=${COWPY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cowpy}
 url=${COWPY_UPSTREAM_URL:-$URL}
@@ -75,29 +79,23 @@ else
 fi
 
 # 3. Debian's source package, through a private apt configuration.
-debian_mirror() {
-    # The first archive URI configured for this machine's own release:
-    # its suites name the release codename exactly (not -security, not a
-    # third-party "nodistro"-style suite).
-    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-    [ -n "$codename" ] || return 1
-    {
-        for f in /etc/apt/sources.list.d/*.sources; do
-            [ -f "$f" ] || continue
-            awk -v c="$codename" '
-                /^[ \t]*$/ { if (u != "" && s) print u; u = ""; s = 0; next }
-                tolower($1) == "uris:" { u = $2 }
-                tolower($1) == "suites:" {
-                    for (i = 2; i <= NF; i++) if ($i == c) s = 1 }
-                END { if (u != "" && s) print u }' "$f"
-        done
-        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-            [ -f "$f" ] || continue
-            # deb [options] URI suite components...
-            sed -e 's/\[[^]]*\]//' "$f" |
-                awk -v c="$codename" '$1 == "deb" && $3 == c { print $2 }'
-        done
-    } | head -n 1 | grep .
+# debian_try MIRROR SUITE: download DEBIAN_ORIG as SUITE's index lists it.
+debian_try() {
+    d=$work/$2
+    mkdir -p "$d/src"
+    if ! debian_apt_update "$d" "deb-src $1 $2 main"; then
+        say "  apt-get update failed:"
+        tail -n 3 "$d/apt.log" | sed 's/^/    /' >&2
+        return 1
+    fi
+    if ! (cd "$d/src" && debian_apt "$d" source --download-only \
+            "$DEBIAN_PACKAGE=$DEBIAN_VERSION") >>"$d/apt.log" 2>&1; then
+        say "  not there: $(tail -n 1 "$d/apt.log")"
+        return 1
+    fi
+    verify "$d/src/$DEBIAN_ORIG" "Debian $DEBIAN_ORIG" &&
+        store "$d/src/$DEBIAN_ORIG"
+    return 1
 }
 
 if [ "${COWPY_FETCH_NO_DEBIAN:-0}" != 1 ]; then
@@ -106,29 +104,17 @@ if [ "${COWPY_FETCH_NO_DEBIAN:-0}" != 1 ]; then
     elif ! mirror=$(debian_mirror); then
         say "no Debian mirror found in this machine's apt sources"
     else
-        say "trying Debian $DEBIAN_SUITE source package $DEBIAN_PACKAGE" \
-            "from $mirror"
-        mkdir -p "$work/parts" "$work/lists/partial" \
-                 "$work/cache/archives/partial" "$work/src"
-        echo "deb-src $mirror $DEBIAN_SUITE main" > "$work/sources.list"
-        set -- -o "Dir::Etc::SourceList=$work/sources.list" \
-               -o "Dir::Etc::SourceParts=$work/parts" \
-               -o "Dir::State::Lists=$work/lists" \
-               -o "Dir::Cache=$work/cache" \
-               -o "Debug::NoLocking=1" \
-               -o "APT::Sandbox::User=$(id -un)" -q
-        if apt-get "$@" update >"$work/apt.log" 2>&1 &&
-           (cd "$work/src" &&
-            apt-get "$@" source --download-only "$DEBIAN_PACKAGE") \
-               >>"$work/apt.log" 2>&1; then
-            verify "$work/src/$DEBIAN_ORIG" "Debian $DEBIAN_ORIG" &&
-                store "$work/src/$DEBIAN_ORIG"
-        else
-            say "  apt-get failed:"
-            tail -n 5 "$work/apt.log" | sed 's/^/    /' >&2
-        fi
+        for suite in $(echo "$DEBIAN_SUITES" | tr ',' ' '); do
+            say "trying Debian $suite: source $DEBIAN_PACKAGE" \
+                "$DEBIAN_VERSION from $mirror"
+            debian_try "$mirror" "$suite" || true
+        done
     fi
 fi
 
 say "could not obtain a verified $TARBALL (size $SIZE, sha256 $SHA256)"
+say "from the cache, $url, or Debian ($DEBIAN_PACKAGE $DEBIAN_VERSION in"
+say "any of: $DEBIAN_SUITES)."
+say "To supply it by hand, put a copy (from python.org, or Debian's pool as"
+say "$DEBIAN_ORIG) at $dest; it is used once its size and sha256 match."
 exit 1
