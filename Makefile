@@ -115,7 +115,8 @@ $(B)/src/cowpy/.unpacked: $(B)/$(TARBALL)
 	  $(COWGIT) -c user.name=cowpy -c user.email=cowpy@localhost \
 	      commit -q -m "Python $(VERSION) from $(TARBALL)" && \
 	  $(COWGIT) tag upstream
-	$(Q)printf '%s\n' '/.unpacked' '/.patched' > $(B)/src/cowpy.git/info/exclude
+	$(Q)printf '%s\n' '/.unpacked' '/.patched' '__pycache__/' \
+	    > $(B)/src/cowpy.git/info/exclude
 	$(Q)touch $@
 
 # Apply the series (git am) and regenerate CPython's generated files with

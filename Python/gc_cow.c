@@ -41,6 +41,7 @@
 #include "pycore_dict.h"          // PyDictValues.embedded
 #include "pycore_gc.h"
 #include "pycore_gc_cow.h"
+#include "gc_cow_internal.h"      // cow_list_move()
 #include "pycore_hashtable.h"      // _Py_hashtable_t (oracle)
 #include "pycore_initconfig.h"    // _PyStatus_ERR()
 #include "pycore_interp.h"        // PyInterpreterState.gc
@@ -132,8 +133,7 @@ static struct {
     Py_ssize_t size_hint[NUM_GENERATIONS + 1];
     size_t last_arena_bytes;
     size_t max_arena_bytes;
-    /* Objects made immortal by immortalizing freezes. */
-    Py_ssize_t immortalized;
+    /* Immortalizing walks at fork that ran out of memory. */
     Py_ssize_t immortalize_failures;
     /* gc._cow_fail_arena(n): the next n arena allocations fail (tests). */
     Py_ssize_t inject_failures;
@@ -633,27 +633,7 @@ arena_deduce_unreachable(PyGC_Head **lists, int nlists,
 
 /* ------------------------------------------------------- list helpers */
 
-static inline void
-cow_list_init(PyGC_Head *head)
-{
-    head->_gc_next = (uintptr_t)head;
-    head->_gc_prev = (uintptr_t)head;
-}
-
-/* Unlink `gc` and append it to `list`, keeping its prev-word flags. */
-static inline void
-cow_list_move(PyGC_Head *gc, PyGC_Head *list)
-{
-    PyGC_Head *prev = _PyGCHead_PREV(gc);
-    PyGC_Head *next = _PyGCHead_NEXT(gc);
-    _PyGCHead_SET_NEXT(prev, next);
-    _PyGCHead_SET_PREV(next, prev);
-    PyGC_Head *last = (PyGC_Head *)list->_gc_prev;
-    _PyGCHead_SET_NEXT(last, gc);
-    _PyGCHead_SET_PREV(gc, last);
-    _PyGCHead_SET_NEXT(gc, list);
-    list->_gc_prev = (uintptr_t)gc;
-}
+/* cow_list_init() and cow_list_move() are in gc_cow_internal.h. */
 
 static inline void
 cow_list_splice(PyGC_Head *from, PyGC_Head *to)
@@ -849,6 +829,57 @@ note_fork(void)
     cow.forked = 1;
 }
 
+/* ------------------------------------------- roots of the immortal walk */
+
+/* For gc_cow_immortal.c: call fn(op, gc_refs, arg) for each object of the
+   lists referenced from outside them (gc_refs > 0 once the set's internal
+   references are subtracted, as the first half of a collection computes
+   them), until fn returns non-zero.  In the headers if the process never
+   forked (no page is shared yet; restored before returning, list links
+   never written, see header_deduce_unreachable()), else in a side arena.
+   fn may write refcounts, never list links.  -1: no memory for the
+   arena, fn never called. */
+int
+_PyGC_CowExternalRoots(PyGC_Head **lists, int nlists, _PyGC_CowRootFn fn,
+                       void *arg)
+{
+    Py_ssize_t walked;
+    if (!cow.forked) {
+        (void)header_update_refs(lists, nlists, &walked);
+        header_subtract(lists, nlists);
+        FOR_EACH_IN_SET(lists, nlists, gc) {
+            if (header_in_set(gc) && header_refs(gc) > 0) {
+                if (fn(FROM_GC(gc), (Py_ssize_t)header_refs(gc), arg)) {
+                    break;
+                }
+            }
+        }
+        header_finish(lists, nlists, NULL);
+        return 0;
+    }
+    cow_arena a;
+    if (arena_alloc(&a, count_set(lists, nlists)) < 0) {
+        return -1;
+    }
+    if (arena_insert_all(&a, lists, nlists, &walked) < 0) {
+        arena_free(&a);         /* cannot happen: counted exactly */
+        return -1;
+    }
+    arena_subtract(&a, lists, nlists);
+    for (size_t i = 0; i < a.nslots; i++) {
+        uint32_t refs = a.slots[i].val & VAL_MASK;
+        if (a.slots[i].key != 0 && refs != 0) {
+            if (fn(FROM_GC((PyGC_Head *)a.slots[i].key), (Py_ssize_t)refs,
+                   arg)) {
+                break;
+            }
+        }
+    }
+    arena_free(&a);
+    return 0;
+}
+
+
 /* ------------------------------------------------- differential oracle */
 
 #ifdef Py_DEBUG
@@ -1018,283 +1049,6 @@ oracle_compare(_Py_hashtable_t *stock, PyGC_Head *unreachable,
 }
 #endif  /* Py_DEBUG */
 
-/* ------------------------------------------------ immortalizing freeze */
-
-/* gc.freeze(immortalize=True): make the frozen heap immortal (PEP 683), so
-   that Py_INCREF/Py_DECREF stop writing into it, and do the other
-   first-use writes (str/bytes hashes, type version tags) now, in the
-   parent, rather than in every worker.
-
-   Walk: from the frozen objects referenced from outside the frozen set
-   (see immortalize_permanent()), everything reachable through tp_traverse
-   (code objects, which are not GC objects in this build, through their
-   fields), with an explicit stack.  An object is made immortal when first
-   reached, which is also the "visited" mark.  Objects with a finalizer
-   (tp_finalize or tp_del: open files, sockets, generators, classes with
-   __del__) stay mortal so that they are still finalized and flushed, and
-   the walk does not go through them: what only they reach stays mortal
-   and is freed with them.  GC objects stay tracked (unlike
-   _Py_SetImmortal(), which untracks) so gc.get_objects() and
-   gc.get_referrers() still see them; the side arena skips immortal
-   objects, and they leave the permanent generation for a list of their
-   own. */
-
-typedef struct {
-    PyObject **stack;
-    size_t len, cap;
-    Py_ssize_t immortalized;
-    int nomem;
-} imm_walk;
-
-static void
-imm_push(imm_walk *w, PyObject *op)
-{
-    if (w->len == w->cap) {
-        size_t ncap = w->cap ? 2 * w->cap : 4096;
-        PyObject **n = PyMem_RawRealloc(w->stack, ncap * sizeof(PyObject *));
-        if (n == NULL) {
-            w->nomem = 1;
-            return;
-        }
-        w->stack = n;
-        w->cap = ncap;
-    }
-    w->stack[w->len++] = op;
-}
-
-static inline int
-keeps_mortal(PyObject *op)
-{
-    PyTypeObject *tp = Py_TYPE(op);
-    return tp->tp_finalize != NULL || tp->tp_del != NULL;
-}
-
-/* Give a module dict's keys their version now (what LOAD_GLOBAL and
-   LOAD_ATTR on a module specialize on), so that a worker specializing on
-   them only reads it: measured, dk_version writes into about 45 inherited
-   key tables, 42 of them module dicts, copied 27 pages per worker
-   (docs/last-writers.md).  A version only names the keys' current state;
-   a later new key resets it, as it would have anyway.  An empty dict
-   may share the static empty keys, which must keep version 0. */
-static void
-assign_keys_version(PyObject *dict)
-{
-    if (dict != NULL && PyDict_CheckExact(dict)
-        && ((PyDictObject *)dict)->ma_values == NULL
-        && PyDict_GET_SIZE(dict) > 0)
-    {
-        (void)_PyDictKeys_GetVersionForCurrentState(
-            _PyInterpreterState_GET(), ((PyDictObject *)dict)->ma_keys);
-    }
-}
-
-/* Make op immortal (or remember it, if it stays mortal) and queue it for
-   traversal; no-op for objects already reached. */
-static int
-imm_reach(PyObject *op, void *arg)
-{
-    imm_walk *w = (imm_walk *)arg;
-    if (op == NULL || _Py_IsImmortal(op) || w->nomem) {
-        return 0;
-    }
-    if (keeps_mortal(op)) {
-        /* Not traversed either: what only it reaches (its __dict__ and
-           the attributes in it) must be freed with it. */
-        return 0;
-    }
-    if (PyUnicode_CheckExact(op)) {
-        (void)PyObject_Hash(op);            /* cache it before the fork */
-        if (PyUnicode_CHECK_INTERNED(op) == SSTATE_INTERNED_MORTAL) {
-            /* Interned strings change state, not only refcount, so that
-               interpreter shutdown treats them as immortal interned. */
-            PyObject *s = Py_NewRef(op);
-            _PyUnicode_InternImmortal(_PyInterpreterState_GET(), &s);
-            assert(s == op && _Py_IsImmortal(op));
-            w->immortalized++;
-            return 0;
-        }
-    }
-    else if (PyBytes_CheckExact(op)) {
-        (void)PyObject_Hash(op);
-    }
-    else if (PyType_Check(op)) {
-        (void)PyUnstable_Type_AssignVersionTag((PyTypeObject *)op);
-    }
-    else if (PyModule_Check(op)) {
-        assign_keys_version(PyModule_GetDict(op));
-    }
-#ifdef Py_REF_DEBUG
-    /* As immortalize_interned(): decrements of immortal objects are not
-       counted, so take the current references out of the total now. */
-    for (Py_ssize_t i = 0; i < Py_REFCNT(op); i++) {
-        _Py_DecRefTotal(_PyThreadState_GET());
-    }
-#endif
-    op->ob_refcnt = _Py_IMMORTAL_REFCNT;
-    w->immortalized++;
-    if (PyObject_IS_GC(op) || PyCode_Check(op)) {
-        imm_push(w, op);
-    }
-    return 0;
-}
-
-static void
-imm_traverse(imm_walk *w, PyObject *op)
-{
-    if (PyCode_Check(op)) {
-        PyCodeObject *co = (PyCodeObject *)op;
-        imm_reach(co->co_consts, w);
-        imm_reach(co->co_names, w);
-        imm_reach(co->co_exceptiontable, w);
-        imm_reach(co->co_localsplusnames, w);
-        imm_reach(co->co_localspluskinds, w);
-        imm_reach(co->co_filename, w);
-        imm_reach(co->co_name, w);
-        imm_reach(co->co_qualname, w);
-        imm_reach(co->co_linetable, w);
-        if (co->_co_cached != NULL) {
-            imm_reach(co->_co_cached->_co_code, w);
-            imm_reach(co->_co_cached->_co_varnames, w);
-            imm_reach(co->_co_cached->_co_cellvars, w);
-            imm_reach(co->_co_cached->_co_freevars, w);
-        }
-        return;
-    }
-    traverseproc traverse = Py_TYPE(op)->tp_traverse;
-    if (traverse != NULL && PyObject_IS_GC(op)) {
-        (void)traverse(op, imm_reach, w);
-    }
-}
-
-/* The main interpreter's immortal GC objects, set aside from the
-   permanent generation once made immortal: they are never garbage, so
-   shared collections need not walk them (measured: ~2M immortal objects
-   cost a worker 166 ms per gc.collect() while they stayed in the
-   permanent generation).  Not walking them is exact: what they refer to
-   counts as referenced from outside the set, which it is, forever.
-   gc.get_objects() and gc.get_referrers() still list them;
-   gc.get_freeze_count() and gc.unfreeze() do not touch them (an immortal
-   object cannot be unfrozen into a generation where it could die). */
-static PyGC_Head immortal_list;
-
-static PyGC_Head *
-get_immortal_list(PyInterpreterState *interp)
-{
-    if (!_Py_IsMainInterpreter(interp)) {
-        return NULL;
-    }
-    if (immortal_list._gc_next == 0) {
-        cow_list_init(&immortal_list);
-    }
-    return &immortal_list;
-}
-
-/* The __dict__ of an instance whose attributes live inline in the
-   instance (3.13's embedded values): its owner holds a reference to it
-   that the owner's tp_traverse does not visit, so it looks referenced
-   from outside the frozen set.  It is no root: its owner decides, and
-   with an owner that stays mortal it must too (made immortal, it would
-   keep every attribute alive after its owner died). */
-static inline int
-is_embedded_dict(PyObject *op)
-{
-    return PyDict_CheckExact(op)
-           && ((PyDictObject *)op)->ma_values != NULL
-           && ((PyDictObject *)op)->ma_values->embedded;
-}
-
-/* Walk from one root (a frozen object with gc_refs > 0). */
-static void
-imm_root(imm_walk *w, PyObject *op)
-{
-    if (is_embedded_dict(op)) {
-        return;
-    }
-    imm_reach(op, w);
-    while (w->len > 0 && !w->nomem) {
-        imm_traverse(w, w->stack[--w->len]);
-    }
-}
-
-/* Immortalize everything reachable from the permanent generation, and
-   set what became immortal aside (above).  Returns the number of objects
-   made immortal, -1 with MemoryError set if the walk's stack could not
-   grow (what was done stays done). */
-static Py_ssize_t
-immortalize_permanent(PyInterpreterState *interp)
-{
-    GCState *gcstate = &interp->gc;
-    PyGC_Head *perm = &gcstate->permanent_generation.head;
-    PyGC_Head *aside = get_immortal_list(interp);
-    imm_walk w = {0};
-
-    /* Roots: the frozen objects referenced from outside the frozen set
-       (module and interpreter state held from C, frames, untracked
-       containers, already-immortal objects), i.e. those with gc_refs > 0
-       once the set's internal references are subtracted, as the first
-       half of a collection computes them (in the headers if the
-       process never forked, else in a side arena).  A frozen
-       object referenced only from inside the set becomes immortal only
-       when the walk reaches it through objects made immortal, never
-       through one that stays mortal: with every frozen object a root, a
-       finalizer's __dict__ (tracked on its own) was made immortal and
-       leaked all it held once its owner died (found by the fuzzer). */
-    PyGC_Head *lists[1] = {perm};
-    Py_ssize_t walked;
-    if (!cow.forked) {
-        /* No page is shared yet: gc_refs in the headers (see
-           header_deduce_unreachable()), restored before the lists are
-           used again.  The walk writes refcounts, never list links. */
-        (void)header_update_refs(lists, 1, &walked);
-        header_subtract(lists, 1);
-        FOR_EACH_IN_SET(lists, 1, gc) {
-            if (w.nomem) {
-                break;
-            }
-            if (header_in_set(gc) && header_refs(gc) > 0) {
-                imm_root(&w, FROM_GC(gc));
-            }
-        }
-        header_finish(lists, 1, NULL);
-    }
-    else {
-        cow_arena a;
-        if (arena_alloc(&a, count_set(lists, 1)) < 0) {
-            return -1;
-        }
-        if (arena_insert_all(&a, lists, 1, &walked) < 0) {
-            arena_free(&a);         /* cannot happen: counted exactly */
-            return -1;
-        }
-        arena_subtract(&a, lists, 1);
-        for (size_t i = 0; i < a.nslots && !w.nomem; i++) {
-            if (a.slots[i].key != 0 && (a.slots[i].val & VAL_MASK) != 0) {
-                imm_root(&w, FROM_GC((PyGC_Head *)a.slots[i].key));
-            }
-        }
-        arena_free(&a);
-    }
-    PyMem_RawFree(w.stack);
-
-    /* Set the immortal ones aside.  Only list links are written, in the
-       parent, before any fork. */
-    if (aside != NULL) {
-        PyGC_Head *gc = _PyGCHead_NEXT(perm);
-        while (gc != perm) {
-            PyGC_Head *next = _PyGCHead_NEXT(gc);
-            if (_Py_IsImmortal(FROM_GC(gc))) {
-                cow_list_move(gc, aside);
-            }
-            gc = next;
-        }
-    }
-    cow.immortalized += w.immortalized;
-    if (w.nomem) {
-        return -1;
-    }
-    return w.immortalized;
-}
-
 /* Before any freeze: the automatic shared-collection rule compares the
    objects promoted since the last shared collection with what the next
    one will examine.  Without an estimate of the frozen heap, the first
@@ -1332,7 +1086,7 @@ _PyGC_CowFreeze(PyInterpreterState *interp, int immortalize)
     }
     note_freeze(&interp->gc);
     _PyGC_Freeze(interp);
-    if (immortalize && immortalize_permanent(interp) < 0) {
+    if (immortalize && _PyGC_CowImmortalize(interp) < 0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1441,7 +1195,7 @@ _PyGC_CowVisibleLists(PyInterpreterState *interp, PyGC_Head **lists)
     }
     int n = 0;
     lists[n++] = &interp->gc.permanent_generation.head;
-    PyGC_Head *aside = get_immortal_list(interp);
+    PyGC_Head *aside = _PyGC_CowImmortalList(interp);
     if (aside != NULL) {
         lists[n++] = aside;
     }
@@ -1470,7 +1224,7 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
     if (cow.fork_mode == COW_FORK_IMMORTAL) {
         /* Runs no Python code; a failure to grow the walk's stack leaves
            part of the heap mortal, which is only slower. */
-        if (immortalize_permanent(interp) < 0) {
+        if (_PyGC_CowImmortalize(interp) < 0) {
             cow.immortalize_failures++;
         }
     }
@@ -1887,7 +1641,7 @@ gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
         "last_examined", cow.last_examined,
         "last_arena_bytes", (Py_ssize_t)cow.last_arena_bytes,
         "max_arena_bytes", (Py_ssize_t)cow.max_arena_bytes,
-        "immortalized", cow.immortalized,
+        "immortalized", _PyGC_CowImmortalized(),
         "oracle_checks", cow.oracle_checks,
         "header_collections", cow.header_collections,
         "forked", PyBool_FromLong(cow.forked));
