@@ -11,7 +11,6 @@
 """
 
 import gc
-import json
 import os
 import signal
 import struct
@@ -22,6 +21,8 @@ import weakref
 from test import support
 from test.support import import_helper
 from test.support.script_helper import assert_python_ok, assert_python_failure
+from test.support.cow_helper import (CowTestCase, Cycle, make_cycle, mode,
+                                     run_in_child)
 
 if not hasattr(gc, "get_cow_mode"):
     raise unittest.SkipTest("not a cowpy interpreter")
@@ -29,20 +30,6 @@ if not hasattr(gc, "get_cow_mode"):
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PM_PRESENT = 1 << 63
 PM_EXCLUSIVE = 1 << 56
-
-
-class mode:
-    """Context manager: run with the given collector mode."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __enter__(self):
-        self.old = gc.get_cow_mode()
-        gc.set_cow_mode(self.name)
-
-    def __exit__(self, *exc):
-        gc.set_cow_mode(self.old)
 
 
 _before_fork_seen = None
@@ -55,33 +42,6 @@ def allocator():
         return _testinternalcapi.pymem_getallocatorsname()
     except (ImportError, RuntimeError):
         return "unknown"
-
-
-def run_in_child(func):
-    """Run func() in a forked child; return what it returns (JSON-able).
-
-    The parent stays blocked in read() meanwhile, so it writes nothing."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            res = {"ok": func()}
-        except BaseException as e:
-            import traceback
-            res = {"error": "".join(traceback.format_exception(e))}
-        os.write(w, json.dumps(res).encode())
-        os._exit(0)
-    os.close(w)
-    data = b""
-    while chunk := os.read(r, 65536):
-        data += chunk
-    os.close(r)
-    support.wait_process(pid, exitcode=0)
-    res = json.loads(data)
-    if "error" in res:
-        raise AssertionError("in the forked child:\n" + res["error"])
-    return res["ok"]
 
 
 def private_kib(field=("Private_Clean:", "Private_Dirty:")):
@@ -103,42 +63,6 @@ def page_flags(addresses):
             (entry,) = struct.unpack("<Q", f.read(8))
             out[page] = entry
     return out
-
-
-class Cycle:
-    """A two-object cycle member with a finalizer."""
-    finalized = []
-
-    def __init__(self, name):
-        self.name = name
-        self.peer = None
-
-    def __del__(self):
-        Cycle.finalized.append(self.name)
-
-
-def make_cycle(name):
-    a, b = Cycle(name + "a"), Cycle(name + "b")
-    a.peer, b.peer = b, a
-    return a
-
-
-class CowTestCase(unittest.TestCase):
-    # Where shared collections keep their scratch: None leaves it to the
-    # process (headers until it first forks, then the side arena); False
-    # or True pins the headers or the arena for the test.
-    FORKED = None
-
-    def setUp(self):
-        if self.FORKED is not None:
-            old = gc._cow_set_forked(self.FORKED)
-            self.addCleanup(gc._cow_set_forked, old)
-        gc.collect()
-        self.addCleanup(gc.unfreeze)
-        self.addCleanup(gc.set_freeze_at_fork, gc.get_freeze_at_fork())
-        self.addCleanup(gc.set_shared_threshold, gc.get_shared_threshold())
-        self.addCleanup(gc.set_cow_mode, gc.get_cow_mode())
-        Cycle.finalized = []
 
 
 class APITests(CowTestCase):
@@ -943,275 +867,6 @@ class OracleTests(unittest.TestCase):
             rc, out, err = assert_python_failure(
                 "-X", "coworacle", "-c", "pass")
             self.assertIn(b"needs a debug build", err)
-
-
-class ImmortalizeTests(CowTestCase):
-    """gc.freeze(immortalize=True) and the 'immortal' fork mode (roots
-    found with gc_refs in the headers, as in a process that never forked;
-    the subclass below finds them with the side arena)."""
-
-    FORKED = False
-
-    def setUp(self):
-        super().setUp()
-        self.addCleanup(gc.set_fork_mode, gc.get_fork_mode())
-
-    def test_api_errors(self):
-        with self.assertRaises(TypeError):
-            gc.freeze(True)                     # keyword-only
-        with self.assertRaises(TypeError):
-            gc.freeze(immortalise=True)         # unknown keyword
-        with self.assertRaisesRegex(ValueError, "'off', 'freeze' or"):
-            gc.set_fork_mode("always")
-        with self.assertRaisesRegex(TypeError, "must be str, not int"):
-            gc.set_fork_mode(2)
-        for m in ("off", "immortal", "freeze"):
-            gc.set_fork_mode(m)
-            self.assertEqual(gc.get_fork_mode(), m)
-            self.assertIs(gc.get_freeze_at_fork(), m != "off")
-        self.assertFalse(gc.is_immortal([]))
-        self.assertTrue(gc.is_immortal(None))
-        with self.assertRaises(TypeError):
-            gc.is_immortal()
-
-    def test_startup_option(self):
-        code = "import gc; print(gc.get_fork_mode())"
-        rc, out, err = assert_python_ok("-X", "cowfork=immortal", "-c", code)
-        self.assertEqual(out.strip(), b"immortal")
-        rc, out, err = assert_python_ok("-c", code, __isolated=False,
-                                        PYTHONCOWFORK="immortal")
-        self.assertEqual(out.strip(), b"immortal")
-
-    def check_in_subprocess(self, body):
-        # Immortal objects are never freed: keep them out of this process.
-        rc, out, err = assert_python_ok("-c", textwrap.dedent(body))
-        return json.loads(out)
-
-    def test_module_dict_keys_get_their_version(self):
-        # The walk assigns dk_version to module dicts' keys in the parent,
-        # so that a worker specializing LOAD_GLOBAL on them only reads it.
-        # Read through ctypes with 3.13's layouts: PyDictObject.ma_keys at
-        # offset 32, PyDictKeysObject.dk_version (uint32) at offset 12.
-        code = textwrap.dedent("""
-            import ctypes, gc, sys, types
-            def keys_version(d):
-                keys = ctypes.c_void_p.from_address(id(d) + 32).value
-                return ctypes.c_uint32.from_address(keys + 12).value
-            m = types.ModuleType("cowtest_kv")
-            m.x = 1
-            sys.modules["cowtest_kv"] = m
-            before = keys_version(m.__dict__)
-            gc.freeze(immortalize=sys.argv[1] == "1")
-            print(before, keys_version(m.__dict__) != 0)
-        """)
-        import_helper.import_module("ctypes")
-        for immortalize, expect in (("0", b"0 False"), ("1", b"0 True")):
-            rc, out, err = assert_python_ok("-c", code, immortalize,
-                                            __isolated=False)
-            self.assertEqual(out.strip(), expect)
-
-    def test_reachable_objects_become_immortal(self):
-        res = self.check_in_subprocess("""
-            import gc, json, sys
-            class Model:
-                def f(self):
-                    return ("const", 12345678901234)
-            class Finalized:
-                def __del__(self):
-                    pass
-            m = Model()
-            m.attrs = {"name": "x" * 100, "blob": b"y" * 50,
-                       "num": 2**70, "fl": 1.5, "tup": (1, 2, (3, 4))}
-            fin = Finalized()
-            fin.payload = ["payload"]
-            f = open(__import__("os").devnull, "w")
-            garbage = []; garbage.append(garbage)
-            import weakref
-            class W: pass
-            g = W(); g.self = g; gw = weakref.ref(g); del g
-            del garbage
-            gc.freeze(immortalize=True)
-            code = Model.f.__code__
-            out = {
-              "objs": [gc.is_immortal(o) for o in (
-                  m, m.attrs, m.attrs["name"], m.attrs["blob"],
-                  m.attrs["num"], m.attrs["fl"], m.attrs["tup"],
-                  m.attrs["tup"][2], Model, Model.f, code,
-                  code.co_consts, code.co_consts[-1])],
-              # Finalizer objects stay mortal, and so does what only they
-              # reach: it must be freed with them.
-              "mortal": [gc.is_immortal(fin), gc.is_immortal(f),
-                         gc.is_immortal(fin.payload),
-                         gc.is_immortal(vars(fin))],
-              "garbage_collected_first": gw() is None,
-              "refcount": sys.getrefcount(m) == sys.getrefcount(None),
-              "visible": m in gc.get_objects()
-                         and m in gc.get_referrers(m.attrs),
-              "stats": gc.get_shared_stats()["immortalized"] > 1000,
-            }
-            m.attrs["new"] = [1]        # immortal containers stay mutable
-            del m                       # names can still be deleted
-            out["mutable"] = True
-            print(json.dumps(out))
-        """)
-        self.assertEqual(res["objs"], [True] * 13)
-        self.assertEqual(res["mortal"], [False] * 4)
-        self.assertTrue(res["garbage_collected_first"])
-        self.assertTrue(res["refcount"])
-        self.assertTrue(res["visible"])
-        self.assertTrue(res["stats"])
-        self.assertTrue(res["mutable"])
-
-    def test_finalizer_attributes_freed_with_their_owner(self):
-        # Found by the fuzzer: a finalizer object's __dict__ (tracked on
-        # its own once materialized) was made immortal and kept every
-        # attribute alive after its owner died.
-        res = self.check_in_subprocess("""
-            import gc, json, weakref
-            class WithDel:
-                def __del__(self):
-                    pass
-            class Payload:
-                pass
-            d = WithDel()
-            d.a = Payload()
-            vars(d)
-            gc.freeze(immortalize=True)
-            immortal = [gc.is_immortal(d), gc.is_immortal(vars(d)),
-                        gc.is_immortal(d.a)]
-            p = Payload(); d.b = p
-            refs = [weakref.ref(p), weakref.ref(d.a)]
-            del p, d
-            gc.collect()
-            print(json.dumps({"immortal": immortal,
-                              "freed": [r() is None for r in refs]}))
-        """)
-        self.assertEqual(res["immortal"], [False, False, False])
-        self.assertEqual(res["freed"], [True, True])
-
-    def test_immortal_objects_leave_shared_collections(self):
-        # Immortal objects are set aside: a shared collection examines only
-        # what is still mortal, and what they refer to survives.
-        res = self.check_in_subprocess("""
-            import gc, json, weakref
-            class Node:
-                pass
-            heap = [[i, str(i)] for i in range(100_000)]
-            gc.freeze(immortalize=True)
-            frozen_after = gc.get_freeze_count()
-            # A mortal object referenced only from the immortal heap.
-            late = Node()
-            heap[0].append(late)
-            wr = weakref.ref(late)
-            del late
-            garbage = Node(); garbage.self = garbage
-            gw = weakref.ref(garbage); del garbage
-            gc.freeze()
-            gc.collect()
-            print(json.dumps({
-                "examined": gc.get_shared_stats()["last_examined"],
-                "frozen_after": frozen_after,
-                "kept": wr() is not None, "collected": gw() is None,
-                "listed": heap in gc.get_objects()
-                          and heap in gc.get_referrers(heap[5]),
-                "unfreeze": (gc.unfreeze(), gc.get_freeze_count())[1],
-            }))
-        """)
-        self.assertLess(res["examined"], 20_000)
-        self.assertLess(res["frozen_after"], 1000)
-        self.assertTrue(res["kept"])
-        self.assertTrue(res["collected"])
-        self.assertTrue(res["listed"])
-        self.assertEqual(res["unfreeze"], 0)
-
-    def test_cycles_among_immortal_and_later_cycles(self):
-        res = self.check_in_subprocess("""
-            import gc, json, weakref
-            class Node: pass
-            keep = [Node()]
-            keep[0].me = keep[0]
-            gc.freeze(immortalize=True)
-            wr = weakref.ref(keep[0])
-            del keep[:]
-            gc.collect()
-            immortal_cycle_alive = wr() is not None
-            # a cycle created later that merely references immortal objects
-            n = Node(); n.me = n; n.ref = wr(); nw = weakref.ref(n); del n
-            gc.collect()
-            print(json.dumps([immortal_cycle_alive, nw() is None]))
-        """)
-        self.assertEqual(res, [True, True])
-
-    def test_garbage_collected_first_even_when_disabled(self):
-        res = self.check_in_subprocess("""
-            import gc, json, os, weakref
-            class Node: pass
-            gc.disable()                # as the stock pre-fork recipe does
-            g = Node(); g.me = g; gw = weakref.ref(g); del g
-            gc.freeze(immortalize=True)
-            first = gw() is None
-            gc.set_fork_mode("immortal")
-            h = Node(); h.me = h; hw = weakref.ref(h); del h
-            pid = os.fork()
-            if pid == 0:
-                os._exit(0)
-            os.waitpid(pid, 0)
-            print(json.dumps([first, hw() is None, gc.isenabled()]))
-        """)
-        self.assertEqual(res, [True, True, False])
-
-    def test_deep_graph_no_recursion(self):
-        res = self.check_in_subprocess("""
-            import gc, json
-            head = None
-            for i in range(300_000):
-                head = [head, i]
-            gc.freeze(immortalize=True)
-            tail = head
-            while tail[0] is not None:
-                tail = tail[0]
-            print(json.dumps([gc.is_immortal(tail), gc.is_immortal(head)]))
-        """)
-        self.assertEqual(res, [True, True])
-
-    def test_shutdown_with_immortal_heap(self):
-        # Exits cleanly (status 0, stdout flushed by the mortal sys.stdout).
-        rc, out, err = assert_python_ok("-c", textwrap.dedent("""
-            import gc, sys
-            data = [{"k": [i, str(i)]} for i in range(100_000)]
-            f = open(sys.argv[0] if False else __import__("os").devnull, "w")
-            gc.freeze(immortalize=True)
-            print("done", len(data))
-        """))
-        self.assertEqual(out.strip(), b"done 100000")
-
-    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork")
-    def test_fork_mode_immortal(self):
-        res = self.check_in_subprocess("""
-            import gc, json, os, weakref
-            class Node: pass
-            gc.set_fork_mode("immortal")
-            data = [Node() for _ in range(1000)]
-            g = Node(); g.me = g; gw = weakref.ref(g); del g
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.write(w, json.dumps([gc.is_immortal(data[10]),
-                                        gc.is_immortal(data),
-                                        gw() is None]).encode())
-                os._exit(0)
-            os.waitpid(pid, 0)
-            child = json.loads(os.read(r, 1000))
-            print(json.dumps(child + [gc.is_immortal(data[10])]))
-        """)
-        # garbage collected before the freeze; parent and child immortal
-        self.assertEqual(res, [True, True, True, True])
-
-
-class ImmortalizeArenaTests(ImmortalizeTests):
-    """The same, with the roots found in a side arena (a forked process)."""
-
-    FORKED = True
 
 
 # -------------------------------------------------- upstream, in arena mode
