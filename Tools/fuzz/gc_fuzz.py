@@ -381,6 +381,12 @@ class Case:
         self.res_nids = []
         self.res_done = set()
         self.ghosts = set()             # survived a collection as garbage
+        # (nid, gen) of weakrefs registered by a finalizer during the
+        # collection that is running: if their referent is garbage after
+        # all, the collection clears them without their callback
+        # (gh-91636, CPython 3.13.12+), else they are ordinary weakrefs
+        # once it ends.
+        self.fin_born = set()
         self.pinned = set()             # made immortal
         self.pinned_objs = []           # pinned nodes we can reach
         self.pinned_acc = set()
@@ -576,6 +582,7 @@ class Case:
             info = self.info[n]
             if info.wrs[-1]() is None:
                 self.register(n, o, info.kind)
+                self.fin_born.add((n, len(info.wrs) - 1))
             stack.extend(c for _, c in self.edge_objs(o, n))
 
     def edge_objs(self, obj, nid):
@@ -600,6 +607,8 @@ class Case:
                 + sorted(self.pinned))
         else:
             self.live_at_start = None
+            self.fin_born = {(n, g) for n, g in self.fin_born
+                             if self.info[n].wrs[g]() is None}
 
     def mutate_from(self, obj):
         """A Mutator's __del__: edit each node it points to.  Every edit
@@ -803,7 +812,8 @@ class Case:
                     what = f"weakref callback ran {runs} times"
                 elif alive and runs:
                     what = "weakref callback ran but the node is alive"
-                elif not alive and not runs:
+                elif (not alive and not runs
+                      and (nid, gen) not in self.fin_born):
                     what = "weakref cleared without its callback"
                 elif alive and gen < last:
                     what = "an old weakref is alive again"
