@@ -838,13 +838,20 @@ note_fork(void)
    forked (no page is shared yet; restored before returning, list links
    never written, see header_deduce_unreachable()), else in a side arena.
    fn may write refcounts, never list links.  -1: no memory for the
-   arena, fn never called. */
+   arena, fn never called.
+
+   Not in the headers while a collection is running (a finalizer that
+   freezes, or forks in the immortal fork mode): the objects on its
+   unreachable lists still carry PREV_MASK_COLLECTING, so the header
+   scratch would count their references into their _gc_prev, which is a
+   link gc.c still follows. */
 int
 _PyGC_CowExternalRoots(PyGC_Head **lists, int nlists, _PyGC_CowRootFn fn,
                        void *arg)
 {
     Py_ssize_t walked;
-    if (!cow.forked) {
+    GCState *gcstate = &_PyInterpreterState_GET()->gc;
+    if (!cow.forked && !_Py_atomic_load_int_relaxed(&gcstate->collecting)) {
         (void)header_update_refs(lists, nlists, &walked);
         header_subtract(lists, nlists);
         FOR_EACH_IN_SET(lists, nlists, gc) {
@@ -1082,6 +1089,7 @@ int
 _PyGC_CowFreeze(PyInterpreterState *interp, int immortalize)
 {
     if (immortalize) {
+        _PyGC_CowImmortalPrepare();
         collect_before_immortalizing();
     }
     note_freeze(&interp->gc);
@@ -1208,6 +1216,7 @@ _PyGC_CowPrepareFork(PyInterpreterState *interp)
     /* Collect before immortalizing, so that garbage is not made immortal.
        Here, before PyOS_BeforeFork() takes its locks: finalizers may run. */
     if (cow.fork_mode == COW_FORK_IMMORTAL) {
+        _PyGC_CowImmortalPrepare();
         collect_before_immortalizing();
     }
 }

@@ -11,13 +11,17 @@
  */
 
 #include "Python.h"
+#include "pycore_descrobject.h"   // _PyMethodWrapper_Type
 #include "pycore_dict.h"          // _PyDictKeys_GetVersionForCurrentState()
 #include "pycore_gc.h"
 #include "pycore_gc_cow.h"
+#include "pycore_hashtable.h"     // _Py_hashtable_t
 #include "pycore_interp.h"        // PyInterpreterState.gc
+#include "pycore_namespace.h"     // _PyNamespace_Type
 #include "pycore_object.h"        // _PyObject_IS_GC()
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
 #include "pycore_unicodeobject.h" // _PyUnicode_InternImmortal()
+#include "pycore_unionobject.h"   // _PyUnion_Type
 #include "gc_cow_internal.h"
 
 #ifndef Py_GIL_DISABLED
@@ -40,6 +44,27 @@ _PyGC_CowImmortalized(void)
    first-use writes (str/bytes hashes, type version tags) now, in the
    parent, rather than in every worker.
 
+   Leaving an object mortal is always safe; making it immortal is safe
+   only when nothing depends on it ever being freed or on its reference
+   count.  So an object stays mortal when
+     - its type has a finalizer (tp_finalize, tp_del: open files,
+       sockets, generators, classes with __del__): it must still be
+       finalized and flushed;
+     - its type releases something in tp_dealloc beyond its own memory
+       and references: only types known not to (type_may_be_immortal())
+       become immortal; memoryview exports, mmap, epoll, SemLock,
+       capsules and unknown C types stay mortal;
+     - it is a tuple that nothing in the frozen heap refers to, only C
+       code (a C static, a C local): C code may own it alone and fill
+       it in place through the refcount-1 APIs PyTuple_SetItem() and
+       _PyTuple_Resize() (uWSGI's cached argument tuple, tuple() or
+       itertools.batched() over an iterator that forks halfway).  What
+       it refers to is still walked.  Other C-held objects have no such
+       idiom, and strings and bytes (_PyBytes_Resize()) held only from
+       C are no GC objects: the walk never reaches them.
+   The walk does not go through objects of the first two kinds: what
+   only they reach stays mortal and is freed with them.
+
    Walk: from the frozen objects referenced from outside the frozen set
    (see immortalize_permanent()), everything reachable through tp_traverse
    (code objects, which are not GC objects in this build, through their
@@ -54,34 +79,164 @@ _PyGC_CowImmortalized(void)
    objects, and they leave the permanent generation for a list of their
    own. */
 
+/* Verdicts of type_may_be_immortal(), cached per type for one walk
+   (direct-mapped: a collision only recomputes). */
+#define TYPE_CACHE_SIZE 256
+
 typedef struct {
     PyObject **stack;
     size_t len, cap;
+    /* __dict__s over inline values met as roots (see imm_root()). */
+    PyObject **dicts;
+    size_t ndicts, dicts_cap;
     Py_ssize_t immortalized;
     int nomem;
+    PyTypeObject *cache_type[TYPE_CACHE_SIZE];
+    char cache_ok[TYPE_CACHE_SIZE];
 } imm_walk;
 
+/* Append op to a growing array; on failure set w->nomem. */
 static void
-imm_push(imm_walk *w, PyObject *op)
+imm_append(imm_walk *w, PyObject ***arr, size_t *len, size_t *cap,
+           PyObject *op)
 {
-    if (w->len == w->cap) {
-        size_t ncap = w->cap ? 2 * w->cap : 4096;
-        PyObject **n = PyMem_RawRealloc(w->stack, ncap * sizeof(PyObject *));
+    if (*len == *cap) {
+        size_t ncap = *cap ? 2 * *cap : 4096;
+        PyObject **n = PyMem_RawRealloc(*arr, ncap * sizeof(PyObject *));
         if (n == NULL) {
             w->nomem = 1;
             return;
         }
-        w->stack = n;
-        w->cap = ncap;
+        *arr = n;
+        *cap = ncap;
     }
-    w->stack[w->len++] = op;
+    (*arr)[(*len)++] = op;
+}
+
+static void
+imm_push(imm_walk *w, PyObject *op)
+{
+    imm_append(w, &w->stack, &w->len, &w->cap, op);
+}
+
+/* tp_dealloc of classes defined in Python (typeobject.c's
+   subtype_dealloc(), private there): learnt from a class made for the
+   purpose by _PyGC_CowImmortalPrepare(), outside any fork lock.  NULL
+   until then, and instances of every heap type stay mortal. */
+static destructor python_class_dealloc;
+
+void
+_PyGC_CowImmortalPrepare(void)
+{
+    if (python_class_dealloc != NULL) {
+        return;
+    }
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *cls = PyObject_CallFunction((PyObject *)&PyType_Type, "s(O){}",
+                                          "cowpy_probe", &PyBaseObject_Type);
+    if (cls != NULL) {
+        python_class_dealloc = ((PyTypeObject *)cls)->tp_dealloc;
+        Py_DECREF(cls);         /* a cycle: the collection that follows */
+    }
+    else {
+        PyErr_Clear();
+    }
+    PyErr_SetRaisedException(exc);
+}
+
+/* Built-in types whose deallocation only drops references and frees
+   memory (checked in their tp_dealloc): their objects may become
+   immortal.  Exception and type objects are recognized by flag. */
+static PyTypeObject *const plain_types[] = {
+    &PyBaseObject_Type, &PyDict_Type, &PyList_Type, &PyTuple_Type,
+    &PyUnicode_Type, &PyBytes_Type, &PyByteArray_Type, &PyLong_Type,
+    &PyBool_Type, &PyFloat_Type, &PyComplex_Type, &PySet_Type,
+    &PyFrozenSet_Type, &PyODict_Type, &PyFunction_Type, &PyCode_Type,
+    &PyModule_Type, &PyModuleDef_Type, &PyCell_Type, &PyMethod_Type,
+    &PyInstanceMethod_Type, &PyCFunction_Type, &PyCMethod_Type,
+    &PyProperty_Type, &PyClassMethod_Type, &PyStaticMethod_Type,
+    &PyMethodDescr_Type, &PyClassMethodDescr_Type, &PyWrapperDescr_Type,
+    &PyMemberDescr_Type, &PyGetSetDescr_Type, &_PyMethodWrapper_Type,
+    &PyDictProxy_Type, &PyDictKeys_Type, &PyDictValues_Type,
+    &PyDictItems_Type, &PyODictKeys_Type, &PyODictValues_Type,
+    &PyODictItems_Type, &PyRange_Type, &PySlice_Type, &PyEllipsis_Type,
+    &_PyWeakref_RefType, &_PyWeakref_ProxyType,
+    &_PyWeakref_CallableProxyType, &_PyNamespace_Type, &PyContext_Type,
+    &PyContextVar_Type, &PyContextToken_Type, &Py_GenericAliasType,
+    &_PyUnion_Type, &PySuper_Type, &PyEnum_Type, &PyReversed_Type,
+    &PyMap_Type, &PyFilter_Type, &PyZip_Type,
+};
+
+/* Types of stdlib extension modules (heap or static types, known by
+   name: they are not exported) that are plain in the same sense; what
+   large preloaded heaps hold. */
+static const char *const plain_type_names[] = {
+    "collections.deque", "collections.defaultdict", "functools.partial",
+    "functools._lru_cache_wrapper", "re.Pattern", "decimal.Decimal",
+    "array.array", "operator.itemgetter", "operator.attrgetter",
+    "operator.methodcaller", "_abc._abc_data", "_struct.Struct",
+    "_json.Scanner", "_json.Encoder", "_random.Random",
+    "datetime.date", "datetime.datetime", "datetime.time",
+    "datetime.timedelta", "datetime.timezone", "datetime.tzinfo",
+    "zoneinfo.ZoneInfo", "typing.TypeVar", "typing.ParamSpec",
+    "typing.TypeVarTuple", "typing.TypeAliasType",
+};
+
+static int
+type_is_plain(PyTypeObject *tp)
+{
+    /* A class defined in Python deallocates through its base's
+       tp_dealloc (subtype_dealloc() calls it): judge that base. */
+    while (python_class_dealloc != NULL
+           && (tp->tp_flags & Py_TPFLAGS_HEAPTYPE)
+           && tp->tp_dealloc == python_class_dealloc
+           && tp->tp_base != NULL)
+    {
+        tp = tp->tp_base;
+    }
+    if (tp->tp_flags & (Py_TPFLAGS_TYPE_SUBCLASS
+                        | Py_TPFLAGS_BASE_EXC_SUBCLASS)) {
+        /* Classes and exceptions; a subclass with its own C dealloc is
+           judged by the rule above only when defined in Python. */
+        return !(tp->tp_flags & Py_TPFLAGS_HEAPTYPE)
+               || tp->tp_dealloc == python_class_dealloc
+               || tp == &PyType_Type;
+    }
+    if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE)) {
+        for (size_t i = 0; i < Py_ARRAY_LENGTH(plain_types); i++) {
+            if (tp == plain_types[i]) {
+                return 1;
+            }
+        }
+    }
+    for (size_t i = 0; i < Py_ARRAY_LENGTH(plain_type_names); i++) {
+        if (strcmp(tp->tp_name, plain_type_names[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Whether objects of type tp may become immortal (see the top of this
+   section). */
+static int
+type_may_be_immortal(imm_walk *w, PyTypeObject *tp)
+{
+    size_t h = ((uintptr_t)tp >> 4) % TYPE_CACHE_SIZE;
+    if (w->cache_type[h] == tp) {
+        return w->cache_ok[h];
+    }
+    int ok = tp->tp_finalize == NULL && tp->tp_del == NULL
+             && type_is_plain(tp);
+    w->cache_type[h] = tp;
+    w->cache_ok[h] = (char)ok;
+    return ok;
 }
 
 static inline int
-keeps_mortal(PyObject *op)
+keeps_mortal(imm_walk *w, PyObject *op)
 {
-    PyTypeObject *tp = Py_TYPE(op);
-    return tp->tp_finalize != NULL || tp->tp_del != NULL;
+    return !type_may_be_immortal(w, Py_TYPE(op));
 }
 
 /* Give a module dict's keys their version now (what LOAD_GLOBAL and
@@ -112,7 +267,7 @@ imm_reach(PyObject *op, void *arg)
     if (op == NULL || _Py_IsImmortal(op) || w->nomem) {
         return 0;
     }
-    if (keeps_mortal(op)) {
+    if (keeps_mortal(w, op)) {
         /* Not traversed either: what only it reaches (its __dict__ and
            the attributes in it) must be freed with it. */
         return 0;
@@ -179,6 +334,15 @@ imm_traverse(imm_walk *w, PyObject *op)
     if (traverse != NULL && PyObject_IS_GC(op)) {
         (void)traverse(op, imm_reach, w);
     }
+    if (Py_TYPE(op)->tp_flags & Py_TPFLAGS_MANAGED_DICT) {
+        /* A __dict__ over inline values is not visited by its owner's
+           tp_traverse (the values are): reach it here, or it would stay
+           mortal beside an immortal owner and no later walk would go
+           through what is stored into it afterwards (no root: see
+           is_embedded_dict()).  Owners that stay mortal are never
+           traversed, so their dicts stay mortal with them. */
+        imm_reach((PyObject *)_PyObject_GetManagedDict(op), w);
+    }
 }
 
 /* The main interpreter's immortal GC objects, set aside from the
@@ -218,25 +382,99 @@ is_embedded_dict(PyObject *op)
            && ((PyDictObject *)op)->ma_values->embedded;
 }
 
-/* Walk from one root (a frozen object with gc_refs > 0). */
 static void
-imm_root(imm_walk *w, PyObject *op)
+imm_drain(imm_walk *w)
 {
-    if (is_embedded_dict(op)) {
-        return;
-    }
-    imm_reach(op, w);
     while (w->len > 0 && !w->nomem) {
         imm_traverse(w, w->stack[--w->len]);
     }
 }
 
+/* Walk from one root: a frozen object with gc_refs > 0, referenced from
+   outside the frozen set.  A tuple all of whose references come from
+   outside (gc_refs == refcount) is held only from C (or only by objects
+   an earlier walk made immortal, which cannot be told apart cheaply;
+   leaving it mortal is safe either way): it stays mortal, and the walk
+   goes through it.  If the heap refers to it after all through an
+   object that is no GC object (a code object's constants), the walk
+   reaches it there and makes it immortal, in either order. */
+static void
+imm_root(imm_walk *w, PyObject *op, Py_ssize_t gc_refs)
+{
+    if (_Py_IsImmortal(op)) {
+        return;
+    }
+    if (is_embedded_dict(op)) {
+        /* Decided after the walk, by its owner (imm_owned_dicts()). */
+        imm_append(w, &w->dicts, &w->ndicts, &w->dicts_cap, op);
+        return;
+    }
+    if (PyTuple_CheckExact(op) && gc_refs >= Py_REFCNT(op)) {
+        imm_traverse(w, op);
+    }
+    else {
+        imm_reach(op, w);
+    }
+    imm_drain(w);
+}
+
 static int
-imm_root_cb(PyObject *op, Py_ssize_t Py_UNUSED(gc_refs), void *arg)
+imm_root_cb(PyObject *op, Py_ssize_t gc_refs, void *arg)
 {
     imm_walk *w = (imm_walk *)arg;
-    imm_root(w, op);
+    imm_root(w, op, gc_refs);
     return w->nomem;
+}
+
+/* The __dict__s over inline values that the walk did not reach from their
+   owners: an owner that stayed mortal keeps its dict mortal, but one made
+   immortal by an earlier walk is never traversed again, and a dict it
+   materialized since (or never had reached) must be walked here, or what
+   is stored into it would stay mortal at every later walk (found by the
+   fuzzer).  Such owners are on the immortal list: map their inline
+   values to them, only when there is a dict left to decide. */
+static void
+imm_owned_dicts(imm_walk *w, PyGC_Head *aside)
+{
+    _Py_hashtable_t *owners = NULL;
+    for (size_t i = 0; i < w->ndicts && !w->nomem; i++) {
+        PyObject *d = w->dicts[i];
+        if (_Py_IsImmortal(d)) {
+            continue;               /* reached from its owner */
+        }
+        if (owners == NULL) {
+            if (aside == NULL) {
+                break;
+            }
+            owners = _Py_hashtable_new(_Py_hashtable_hash_ptr,
+                                       _Py_hashtable_compare_direct);
+            if (owners == NULL) {
+                w->nomem = 1;
+                break;
+            }
+            for (PyGC_Head *gc = _PyGCHead_NEXT(aside); gc != aside;
+                 gc = _PyGCHead_NEXT(gc))
+            {
+                PyObject *op = FROM_GC(gc);
+                if ((Py_TYPE(op)->tp_flags & Py_TPFLAGS_INLINE_VALUES)
+                    && _Py_hashtable_set(owners, _PyObject_InlineValues(op),
+                                         op) < 0)
+                {
+                    w->nomem = 1;
+                    break;
+                }
+            }
+        }
+        if (!w->nomem && _Py_hashtable_get(
+                owners, ((PyDictObject *)d)->ma_values) != NULL)
+        {
+            imm_reach(d, w);
+            imm_drain(w);
+        }
+    }
+    if (owners != NULL) {
+        _Py_hashtable_destroy(owners);
+    }
 }
 
 /* Immortalize everything reachable from the permanent generation, and
@@ -249,7 +487,7 @@ _PyGC_CowImmortalize(PyInterpreterState *interp)
     GCState *gcstate = &interp->gc;
     PyGC_Head *perm = &gcstate->permanent_generation.head;
     PyGC_Head *aside = _PyGC_CowImmortalList(interp);
-    imm_walk w = {0};
+    imm_walk w = {0};           /* 2.3 KiB, with its type cache */
 
     /* Roots: the frozen objects referenced from outside the frozen set
        (module and interpreter state held from C, frames, untracked
@@ -266,7 +504,9 @@ _PyGC_CowImmortalize(PyInterpreterState *interp)
     if (_PyGC_CowExternalRoots(lists, 1, imm_root_cb, &w) < 0) {
         return -1;
     }
+    imm_owned_dicts(&w, aside);
     PyMem_RawFree(w.stack);
+    PyMem_RawFree(w.dicts);
 
     /* Set the immortal ones aside.  Only list links are written, in the
        parent, before any fork. */
@@ -281,10 +521,7 @@ _PyGC_CowImmortalize(PyInterpreterState *interp)
         }
     }
     immortalized_total += w.immortalized;
-    if (w.nomem) {
-        return -1;
-    }
-    return w.immortalized;
+    return w.nomem ? -1 : w.immortalized;
 }
 
 #endif  /* !Py_GIL_DISABLED */

@@ -43,5 +43,6 @@ extern int _PyGC_CowExternalRoots(PyGC_Head **lists, int nlists,
 extern Py_ssize_t _PyGC_CowImmortalize(PyInterpreterState *interp);
 extern PyGC_Head *_PyGC_CowImmortalList(PyInterpreterState *interp);
 extern Py_ssize_t _PyGC_CowImmortalized(void);
+extern void _PyGC_CowImmortalPrepare(void);
 
 #endif  /* !Py_GC_COW_INTERNAL_H */

@@ -280,6 +280,146 @@ class ImmortalizeTests(CowTestCase):
         # garbage collected before the freeze; parent and child immortal
         self.assertEqual(res, [True, True, True, True])
 
+    # ------------------------------------------- what must stay mortal
+
+    def check_placed(self, body):
+        """check_in_subprocess(), with the roots found where this class
+        finds them (headers or side arena)."""
+        return self.check_in_subprocess(
+            f"import gc; gc._cow_set_forked({self.FORKED})\n"
+            + textwrap.dedent(body))
+
+    def test_freeze_from_a_finalizer_during_a_collection(self):
+        # A finalizer that resurrects a cycle member and freezes with
+        # immortalize=True runs while the collection still has objects on
+        # its unreachable lists: the walk must not count their references
+        # into their headers (it crashed in the header placement).
+        res = self.check_placed("""
+            import json
+            keep = []
+            class A:
+                def __del__(self):
+                    keep.append(self.other)
+                    gc.freeze(immortalize=True)
+            for i in range(20):
+                a = A(); b = A(); a.other = b; b.other = a
+                del a, b
+                gc.collect()
+            gc.collect()
+            print(json.dumps([len(keep), gc.is_immortal(keep)]))
+        """)
+        self.assertEqual(res, [40, True])   # both finalizers ran
+
+    def test_dealloc_resources_stay_mortal(self):
+        # Objects whose tp_dealloc releases something (a buffer export,
+        # a mapping, a file descriptor, a semaphore) stay mortal, so that
+        # dropping them still releases it; plain data becomes immortal.
+        res = self.check_placed("""
+            import collections, datetime, json, mmap, os, re, select
+            import multiprocessing
+            ba = bytearray(100)
+            view = memoryview(ba)
+            mm = mmap.mmap(-1, 4096)
+            mview = memoryview(mm)
+            ep = select.epoll()
+            lock = multiprocessing.Lock()
+            plain = [{"a": 1}, [2], collections.defaultdict(list),
+                     collections.deque([3]), re.compile("x+"),
+                     datetime.date(2026, 12, 2), type("C", (), {})()]
+            gc.freeze(immortalize=True)
+            mortal = [gc.is_immortal(o) for o in
+                      (view, mm, mview, ep, lock._semlock)]
+            immortal = [gc.is_immortal(o) for o in plain + [ba]]
+            fd = ep.fileno()
+            del view, mview, ep
+            gc.collect()
+            ba.extend(b"y")             # no export left
+            mm.close()                  # no export left
+            try:
+                os.fstat(fd)
+                fd_open = True
+            except OSError:
+                fd_open = False
+            print(json.dumps([mortal, immortal, len(ba), fd_open]))
+        """)
+        self.assertEqual(res, [[False] * 5, [True] * 8, 101, False])
+
+    def test_tuple_held_only_from_c_stays_mortal(self):
+        # A tuple that only C code refers to (here: one reference taken
+        # through ctypes) stays mortal, as C code may refill it in place
+        # with PyTuple_SetItem(); what it refers to becomes immortal.
+        import_helper.import_module("ctypes")
+        res = self.check_placed("""
+            import ctypes, json
+            item = [1, 2, 3]
+            t = (item, object())
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(t))
+            tid = id(t)
+            del t
+            held = [(item,)]            # referenced from the heap
+            gc.freeze(immortalize=True)
+            t = ctypes.cast(tid, ctypes.py_object).value
+            print(json.dumps([gc.is_immortal(t), gc.is_immortal(t[0]),
+                              gc.is_immortal(held[0])]))
+        """)
+        self.assertEqual(res, [False, True, True])
+
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork")
+    def test_refcount_one_idioms_across_an_immortal_fork(self):
+        # tuple() and itertools.batched() fill a result tuple that only a
+        # C local holds; an immortal-mode fork in the middle must leave
+        # it resizable (it raised SystemError from _PyTuple_Resize()).
+        res = self.check_placed("""
+            import itertools, json, os
+            gc.set_fork_mode("immortal")
+            def forking():
+                yield 1
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(0)
+                os.waitpid(pid, 0)
+                yield 2
+                yield 3
+            print(json.dumps([tuple(forking()),
+                              list(itertools.batched(forking(), 2))]))
+        """)
+        self.assertEqual(res, [[1, 2, 3], [[1, 2], [3]]])
+
+    def test_interning_an_immortal_string_later(self):
+        # A string made immortal before it was ever interned can still be
+        # interned (a debug build asserted); it stays the same object.
+        res = self.check_placed("""
+            import json, sys
+            holder = ["".join(["cowpy_", "interned_late"])]
+            gc.freeze(immortalize=True)
+            s = sys.intern(holder[0])
+            class O: pass
+            o = O()
+            setattr(o, holder[0], 1)
+            print(json.dumps([gc.is_immortal(s), s is holder[0],
+                              getattr(o, s)]))
+        """)
+        self.assertEqual(res, [True, True, 1])
+
+    def test_attributes_stored_later_into_an_immortal_instance(self):
+        # An instance made immortal keeps its attributes inline; once its
+        # __dict__ is materialized, a later walk must still go through
+        # that dict (its owner is never walked again), so that what was
+        # stored into it becomes immortal too (found by the fuzzer).
+        res = self.check_placed("""
+            import json
+            class C: pass
+            c = C()
+            holder = [c]
+            gc.freeze(immortalize=True)
+            vars(c)                     # materialize the dict
+            c.late = [1, 2]
+            gc.freeze(immortalize=True)
+            print(json.dumps([gc.is_immortal(c), gc.is_immortal(c.late),
+                              gc.is_immortal(vars(c))]))
+        """)
+        self.assertEqual(res, [True, True, True])
+
 
 class ImmortalizeArenaTests(ImmortalizeTests):
     """The same, with the roots found in a side arena (a forked process)."""
