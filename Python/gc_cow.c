@@ -1184,6 +1184,10 @@ void
 _PyGC_CowCollectionDone(PyInterpreterState *interp, _PyGC_CowPath path,
                         Py_ssize_t collected, Py_ssize_t uncollectable)
 {
+    /* gc_collect_main()'s lists are empty now, and leave scope soon. */
+    _PyGC_CowNoteStackList(_PyGC_COW_LIST_UNREACHABLE, NULL);
+    _PyGC_CowNoteStackList(_PyGC_COW_LIST_FINALIZERS, NULL);
+    _PyGC_CowNoteStackList(_PyGC_COW_LIST_FINAL_UNREACHABLE, NULL);
     if (path != _PyGC_COW_SHARED) {
         return;
     }
@@ -1258,6 +1262,40 @@ _PyGC_CowCollectionStarted(PyThreadState *tstate)
     }
 }
 
+/* The main interpreter's collection's lists on its thread's stack (see
+   pycore_gc_cow.h), for a child forked by another thread meanwhile: the
+   dead thread's stack is still mapped in the child, and the lists are
+   consistent whenever that thread could have released the GIL. */
+static PyGC_Head *stack_lists[_PyGC_COW_NLISTS];
+
+void
+_PyGC_CowNoteStackList(_PyGC_CowStackList which, PyGC_Head *head)
+{
+    if (_Py_IsMainInterpreter(_PyInterpreterState_GET())) {
+        stack_lists[which] = head;
+    }
+}
+
+/* Append every object of a dead collection's list to `to`, with the flags
+   of an object outside any collection (its FINALIZED bit kept). */
+static void
+salvage_list(PyGC_Head *head, PyGC_Head *to)
+{
+    PyGC_Head *gc = (PyGC_Head *)(head->_gc_next
+                                  & ~COW_NEXT_MASK_UNREACHABLE);
+    while (gc != head) {
+        PyGC_Head *next = (PyGC_Head *)(gc->_gc_next
+                                        & ~COW_NEXT_MASK_UNREACHABLE);
+        gc->_gc_prev &= ~_PyGC_PREV_MASK_COLLECTING;
+        PyGC_Head *last = (PyGC_Head *)to->_gc_prev;
+        _PyGCHead_SET_NEXT(last, gc);
+        _PyGCHead_SET_PREV(gc, last);
+        _PyGCHead_SET_NEXT(gc, to);
+        to->_gc_prev = (uintptr_t)gc;
+        gc = next;
+    }
+}
+
 void
 _PyGC_CowAfterForkChild(PyThreadState *tstate)
 {
@@ -1266,9 +1304,20 @@ _PyGC_CowAfterForkChild(PyThreadState *tstate)
         && _Py_atomic_load_int_relaxed(&gcstate->collecting)
         && collecting_tstate != tstate)
     {
-        /* The garbage that collection was finalizing stays on a list
-           whose head was on the dead thread's stack: it is leaked in
-           the child, as in stock, and never examined again. */
+        /* What that collection was finalizing or clearing is on lists
+           whose heads were on the dead thread's stack, still flagged
+           PREV_MASK_COLLECTING: the next collection would count
+           references into their _gc_prev links, which an untrack then
+           follows.  Back onto the oldest generation, with clean flags:
+           a later collection decides again (an object the dead thread
+           held a reference to stays alive, leaked as in stock). */
+        PyGC_Head *old = &gcstate->generations[NUM_GENERATIONS - 1].head;
+        for (int i = 0; i < _PyGC_COW_NLISTS; i++) {
+            if (stack_lists[i] != NULL) {
+                salvage_list(stack_lists[i], old);
+            }
+        }
+        memset(stack_lists, 0, sizeof(stack_lists));
         _Py_atomic_store_int(&gcstate->collecting, 0);
     }
 }

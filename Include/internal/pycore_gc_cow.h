@@ -88,11 +88,28 @@ extern void _PyGC_CowBeforeFork(PyInterpreterState *interp);
    set): records the collecting thread. */
 extern void _PyGC_CowCollectionStarted(PyThreadState *tstate);
 
+/* The gc lists a collection keeps on its thread's stack while Python code
+   runs (weakref callbacks, finalizers, tp_clear): gc.c names each one
+   once it is initialized, and forgets it (NULL) when it goes out of
+   scope; _PyGC_CowCollectionDone() forgets gc_collect_main()'s own. */
+typedef enum {
+    _PyGC_COW_LIST_UNREACHABLE,         /* gc_collect_main() */
+    _PyGC_COW_LIST_FINALIZERS,          /* gc_collect_main() */
+    _PyGC_COW_LIST_FINAL_UNREACHABLE,   /* gc_collect_main() */
+    _PyGC_COW_LIST_SEEN,                /* finalize_garbage() */
+    _PyGC_COW_LIST_WRCB,                /* handle_weakrefs() */
+    _PyGC_COW_NLISTS
+} _PyGC_CowStackList;
+
+extern void _PyGC_CowNoteStackList(_PyGC_CowStackList which,
+                                   PyGC_Head *head);
+
 /* PyOS_AfterFork_Child(): if another thread of the parent was in the
-   middle of a collection, that collection will never finish in the child;
-   clear gcstate->collecting so that the child collects again (stock 3.13
-   leaves it set: such a child never collects a cycle).  A collection the
-   forking thread itself was running (fork from a gc callback or a
+   middle of a collection, that collection will never finish in the child:
+   its objects go back onto the oldest generation with clean flags, and
+   gcstate->collecting is cleared so that the child collects again (stock
+   3.13 leaves it set: such a child never collects a cycle).  A collection
+   the forking thread itself was running (fork from a gc callback or a
    finalizer) goes on. */
 extern void _PyGC_CowAfterForkChild(PyThreadState *tstate);
 

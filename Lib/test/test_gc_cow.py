@@ -754,6 +754,48 @@ class FaultTests(unittest.TestCase):
             wait_ok(pid)
         """)
 
+    def test_fork_while_another_thread_finalizes(self):
+        # The objects the other thread's collection was finalizing sit on
+        # lists whose heads were on its stack, flagged as being
+        # collected: the child must put them back on a real list with
+        # clean flags, or its next collection counts references into
+        # their list links and an untrack follows a broken pointer.
+        self.run_script("""
+            in_finalizer = threading.Event()
+            release = threading.Event()
+            class Blocker(Node):
+                def __del__(self):
+                    in_finalizer.set()
+                    release.wait()
+            def collector():
+                garbage = make_pair(Blocker, 0)
+                del garbage
+                gc.collect()
+            t = threading.Thread(target=collector)
+            t.start()
+            in_finalizer.wait()
+            pid = os.fork()
+            if pid == 0:
+                stray = [o for o in gc.get_objects()
+                         if type(o) is Blocker]
+                holders = [[o] for o in stray] * 3  # young referrers
+                gc.collect(0)
+                gc.collect(1)
+                del holders
+                gc.collect()
+                for o in stray:
+                    gc.get_referrers(o)
+                    del o
+                found = len(stray)
+                del stray
+                gc.collect()
+                check_live()
+                os._exit(0 if found == 2 else 3)
+            release.set()
+            t.join()
+            wait_ok(pid)
+        """)
+
     @unittest.skipUnless(hasattr(signal, "setitimer"), "needs setitimer")
     def test_signal_handler_allocates_during_shared_collection(self):
         self.run_script("""
