@@ -87,71 +87,9 @@ typedef struct _gc_runtime_state GCState;
 /* End of the mark stack; also bounds the table to 2**30 - 1 slots. */
 #define STACK_END       VAL_MASK
 
-/* Modes (PYTHONCOWGC / -X cowgc / gc.set_cow_mode()). */
-enum {
-    COW_MODE_DEFAULT = 0,   /* shared collections when the permanent
-                               generation is examined; stock otherwise */
-    COW_MODE_ARENA = 1,     /* every collection through the side arena */
-    COW_MODE_STOCK = 2,     /* stock CPython: never the side arena, frozen
-                               objects never examined nor listed */
-};
-static const char *const mode_names[] = {"default", "arena", "stock", NULL};
-/* Freeze-at-fork modes (PYTHONCOWFORK / -X cowfork / gc.set_fork_mode()). */
-enum { COW_FORK_OFF = 0, COW_FORK_FREEZE = 1, COW_FORK_IMMORTAL = 2 };
-static const char *const fork_names[] = {"off", "freeze", "immortal", NULL};
-/* PYTHONCOWORACLE / -X coworacle (debug builds). */
-static const char *const oracle_names[] = {"0", "1", NULL};
-
-/* Process-wide: settings come from the main interpreter's configuration
-   and every GIL-holding collection updates the counters. */
-static struct {
-    int mode;
-    int fork_mode;                /* COW_FORK_* */
-    Py_ssize_t shared_threshold;  /* 0: no automatic shared collections */
-    /* Amortizes automatic shared collections as stock amortizes full
-       ones: one runs when the objects promoted to the oldest generation
-       since the last one reach what it will examine.  Stock's ratio for
-       full collections is a quarter; a frozen heap is long-lived by
-       construction, so it is scanned four times less often (measured:
-       the speed suite's after_freeze workload, 250k promotions after
-       freezing 1M objects, paid a whole-heap scan at a quarter). */
-    Py_ssize_t full_since_shared;
-    Py_ssize_t pending_since_shared;
-    Py_ssize_t shared_estimate;
-    /* gc.get_shared_stats() */
-    Py_ssize_t shared_collections;
-    Py_ssize_t shared_collected;
-    Py_ssize_t shared_uncollectable;
-    Py_ssize_t arena_collections;
-    Py_ssize_t arena_fallbacks;
-    Py_ssize_t last_examined;
-    /* Objects the last side-arena collection walked, immortal ones
-       included: what the next shared collection costs. */
-    Py_ssize_t last_walked;
-    /* Table sizing hints: objects examined by the last side-arena
-       collection of each generation, and of the last shared one. */
-    Py_ssize_t size_hint[NUM_GENERATIONS + 1];
-    size_t last_arena_bytes;
-    size_t max_arena_bytes;
-    /* Immortalizing walks at fork that ran out of memory. */
-    Py_ssize_t immortalize_failures;
-    /* gc._cow_fail_arena(n): the next n arena allocations fail (tests). */
-    Py_ssize_t inject_failures;
-    /* Differential oracle (debug builds, PYTHONCOWORACLE=1): on, checks
-       done, and gc._cow_break_arena(n): the next n side-arena collections
-       keep one garbage object as if reachable (a leak, never a crash),
-       which the oracle must report (tests). */
-    int oracle;
-    Py_ssize_t oracle_checks;
-    Py_ssize_t inject_oracle_break;
-    /* Shared collections that kept their scratch in the headers (the
-       process had never forked, see header_deduce_unreachable()). */
-    Py_ssize_t header_collections;
-    /* Set for good by the first fork (pthread_atfork(), in the parent
-       before it forks: the child inherits it): from then on pages may be
-       shared, with children or with the parent. */
-    volatile int forked;
-} cow = {
+/* The collector's settings and counters: _PyGC_cow (gc_cow_internal.h),
+   defined here. */
+_PyGC_CowState _PyGC_cow = {
     .mode = COW_MODE_DEFAULT,
     .fork_mode = COW_FORK_FREEZE,
     .shared_threshold = 1,
@@ -532,9 +470,9 @@ arena_move_unreachable(cow_arena *a, PyGC_Head *unreachable)
         if (a->slots[s].key == 0 || (a->slots[s].val & VAL_REACHABLE)) {
             continue;
         }
-        if (cow.inject_oracle_break > 0 && n == 0) {
+        if (_PyGC_cow.inject_oracle_break > 0 && n == 0) {
             /* Test hook: leave the first garbage object where it is. */
-            cow.inject_oracle_break--;
+            _PyGC_cow.inject_oracle_break--;
             a->slots[s].val |= VAL_REACHABLE;
             continue;
         }
@@ -588,8 +526,8 @@ arena_deduce_unreachable(PyGC_Head **lists, int nlists,
                          PyGC_Head *unreachable, Py_ssize_t *hint)
 {
     /* gc._cow_fail_arena(n): a collection's arena "cannot be mapped". */
-    if (cow.inject_failures > 0) {
-        cow.inject_failures--;
+    if (_PyGC_cow.inject_failures > 0) {
+        _PyGC_cow.inject_failures--;
         return -1;
     }
     cow_arena a;
@@ -608,7 +546,7 @@ arena_deduce_unreachable(PyGC_Head **lists, int nlists,
         if (err < 0) {
             return -1;
         }
-        n = arena_insert_all(&a, lists, nlists, &cow.last_walked);
+        n = arena_insert_all(&a, lists, nlists, &_PyGC_cow.last_walked);
         if (n >= 0) {
             break;
         }
@@ -620,11 +558,11 @@ arena_deduce_unreachable(PyGC_Head **lists, int nlists,
     arena_mark(&a, lists, nlists);
     (void)arena_move_unreachable(&a, unreachable);
 
-    cow.arena_collections++;
-    cow.last_examined = n;
-    cow.last_arena_bytes = a.maplen;
-    if (a.maplen > cow.max_arena_bytes) {
-        cow.max_arena_bytes = a.maplen;
+    _PyGC_cow.arena_collections++;
+    _PyGC_cow.last_examined = n;
+    _PyGC_cow.last_arena_bytes = a.maplen;
+    if (a.maplen > _PyGC_cow.max_arena_bytes) {
+        _PyGC_cow.max_arena_bytes = a.maplen;
     }
     arena_free(&a);
     return 0;
@@ -780,9 +718,9 @@ header_finish(PyGC_Head **lists, int nlists, PyGC_Head *unreachable)
             PyGC_Head *next = (PyGC_Head *)gc->_gc_next;
             uintptr_t fin = gc->_gc_prev & _PyGC_PREV_MASK_FINALIZED;
             int garbage = unreachable != NULL && header_in_set(gc);
-            if (garbage && cow.inject_oracle_break > 0) {
+            if (garbage && _PyGC_cow.inject_oracle_break > 0) {
                 /* Test hook, as in arena_move_unreachable(). */
-                cow.inject_oracle_break--;
+                _PyGC_cow.inject_oracle_break--;
                 garbage = 0;
             }
             if (garbage) {
@@ -814,19 +752,19 @@ static void
 header_deduce_unreachable(PyGC_Head **lists, int nlists,
                           PyGC_Head *unreachable)
 {
-    Py_ssize_t n = header_update_refs(lists, nlists, &cow.last_walked);
+    Py_ssize_t n = header_update_refs(lists, nlists, &_PyGC_cow.last_walked);
     header_subtract(lists, nlists);
     header_mark(lists, nlists);
     header_finish(lists, nlists, unreachable);
-    cow.header_collections++;
-    cow.last_examined = n;
+    _PyGC_cow.header_collections++;
+    _PyGC_cow.last_examined = n;
 }
 
-/* pthread_atfork() prepare handler. */
-static void
-note_fork(void)
+/* pthread_atfork() prepare handler (registered by _PyGC_CowInit()). */
+void
+_PyGC_CowNoteFork(void)
 {
-    cow.forked = 1;
+    _PyGC_cow.forked = 1;
 }
 
 /* ------------------------------------------- roots of the immortal walk */
@@ -851,7 +789,9 @@ _PyGC_CowExternalRoots(PyGC_Head **lists, int nlists, _PyGC_CowRootFn fn,
 {
     Py_ssize_t walked;
     GCState *gcstate = &_PyInterpreterState_GET()->gc;
-    if (!cow.forked && !_Py_atomic_load_int_relaxed(&gcstate->collecting)) {
+    if (!_PyGC_cow.forked
+        && !_Py_atomic_load_int_relaxed(&gcstate->collecting))
+    {
         (void)header_update_refs(lists, nlists, &walked);
         header_subtract(lists, nlists);
         FOR_EACH_IN_SET(lists, nlists, gc) {
@@ -1046,7 +986,7 @@ oracle_compare(_Py_hashtable_t *stock, PyGC_Head *unreachable,
     }
     (void)_Py_hashtable_foreach(stock, oracle_missing_cb, &c);
     _Py_hashtable_destroy(arena);
-    cow.oracle_checks++;
+    _PyGC_cow.oracle_checks++;
     if (extra || c.missing) {
         fprintf(stderr, "  side arena found %zd garbage objects, stock %zu; "
                 "%zd only by the arena, %zd only by stock\n", n,
@@ -1068,8 +1008,8 @@ note_freeze(GCState *gcstate)
 {
     Py_ssize_t moved = gcstate->long_lived_total
                        + gcstate->long_lived_pending;
-    if (moved > cow.shared_estimate) {
-        cow.shared_estimate = moved;
+    if (moved > _PyGC_cow.shared_estimate) {
+        _PyGC_cow.shared_estimate = moved;
     }
 }
 
@@ -1107,7 +1047,7 @@ _PyGC_CowFreeze(PyInterpreterState *interp, int immortalize)
 static _PyGC_CowPath
 select_path(GCState *gcstate, int generation, _PyGC_Reason reason)
 {
-    if (cow.mode == COW_MODE_STOCK) {
+    if (_PyGC_cow.mode == COW_MODE_STOCK) {
         return _PyGC_COW_STOCK;
     }
     PyGC_Head *perm = &gcstate->permanent_generation.head;
@@ -1117,17 +1057,18 @@ select_path(GCState *gcstate, int generation, _PyGC_Reason reason)
             /* gc.collect() and the collections at shutdown. */
             return _PyGC_COW_SHARED;
         }
-        if (cow.shared_threshold > 0) {
-            cow.full_since_shared++;
-            cow.pending_since_shared += gcstate->long_lived_pending;
-            if (cow.full_since_shared >= cow.shared_threshold
-                && cow.pending_since_shared >= cow.shared_estimate)
+        if (_PyGC_cow.shared_threshold > 0) {
+            _PyGC_cow.full_since_shared++;
+            _PyGC_cow.pending_since_shared += gcstate->long_lived_pending;
+            if (_PyGC_cow.full_since_shared >= _PyGC_cow.shared_threshold
+                && _PyGC_cow.pending_since_shared >= _PyGC_cow.shared_estimate)
             {
                 return _PyGC_COW_SHARED;
             }
         }
     }
-    return cow.mode == COW_MODE_ARENA ? _PyGC_COW_ARENA : _PyGC_COW_STOCK;
+    return _PyGC_cow.mode == COW_MODE_ARENA ? _PyGC_COW_ARENA
+                                            : _PyGC_COW_STOCK;
 }
 
 _PyGC_CowPath
@@ -1142,19 +1083,19 @@ _PyGC_CowDeduceUnreachable(PyInterpreterState *interp, int generation,
     }
     PyGC_Head *lists[2] = {young, &gcstate->permanent_generation.head};
     int nlists = path == _PyGC_COW_SHARED ? 2 : 1;
-    Py_ssize_t *hint = &cow.size_hint[path == _PyGC_COW_SHARED
+    Py_ssize_t *hint = &_PyGC_cow.size_hint[path == _PyGC_COW_SHARED
                                       ? NUM_GENERATIONS : generation];
 #ifdef Py_DEBUG
     _Py_hashtable_t *oracle = NULL;
-    if (cow.oracle) {
+    if (_PyGC_cow.oracle) {
         oracle = oracle_stock_garbage(lists, nlists, stock);
     }
 #else
     (void)stock;
 #endif
     int err = 0;
-    if (path == _PyGC_COW_SHARED && cow.mode == COW_MODE_DEFAULT
-        && !cow.forked)
+    if (path == _PyGC_COW_SHARED && _PyGC_cow.mode == COW_MODE_DEFAULT
+        && !_PyGC_cow.forked)
     {
         header_deduce_unreachable(lists, nlists, unreachable);
     }
@@ -1174,7 +1115,7 @@ _PyGC_CowDeduceUnreachable(PyInterpreterState *interp, int generation,
            over the collected generations only (never the permanent one,
            which holds the inherited heap after freeze-at-fork) and try
            the shared collection again next time. */
-        cow.arena_fallbacks++;
+        _PyGC_cow.arena_fallbacks++;
         return _PyGC_COW_STOCK;
     }
     return path;
@@ -1191,18 +1132,18 @@ _PyGC_CowCollectionDone(PyInterpreterState *interp, _PyGC_CowPath path,
     if (path != _PyGC_COW_SHARED) {
         return;
     }
-    cow.shared_collections++;
-    cow.shared_collected += collected;
-    cow.shared_uncollectable += uncollectable;
-    cow.full_since_shared = 0;
-    cow.pending_since_shared = 0;
-    cow.shared_estimate = cow.last_walked;
+    _PyGC_cow.shared_collections++;
+    _PyGC_cow.shared_collected += collected;
+    _PyGC_cow.shared_uncollectable += uncollectable;
+    _PyGC_cow.full_since_shared = 0;
+    _PyGC_cow.pending_since_shared = 0;
+    _PyGC_cow.shared_estimate = _PyGC_cow.last_walked;
 }
 
 int
 _PyGC_CowVisibleLists(PyInterpreterState *interp, PyGC_Head **lists)
 {
-    if (cow.mode == COW_MODE_STOCK) {
+    if (_PyGC_cow.mode == COW_MODE_STOCK) {
         return 0;
     }
     int n = 0;
@@ -1219,7 +1160,7 @@ _PyGC_CowPrepareFork(PyInterpreterState *interp)
 {
     /* Collect before immortalizing, so that garbage is not made immortal.
        Here, before PyOS_BeforeFork() takes its locks: finalizers may run. */
-    if (cow.fork_mode == COW_FORK_IMMORTAL) {
+    if (_PyGC_cow.fork_mode == COW_FORK_IMMORTAL) {
         _PyGC_CowImmortalPrepare();
         collect_before_immortalizing();
     }
@@ -1228,22 +1169,23 @@ _PyGC_CowPrepareFork(PyInterpreterState *interp)
 void
 _PyGC_CowBeforeFork(PyInterpreterState *interp)
 {
-    if (cow.fork_mode == COW_FORK_OFF) {
-        note_fork();        /* also where pthread_atfork() is missing */
+    if (_PyGC_cow.fork_mode == COW_FORK_OFF) {
+        /* Also where pthread_atfork() is missing. */
+        _PyGC_CowNoteFork();
         return;
     }
     note_freeze(&interp->gc);
     _PyGC_Freeze(interp);
-    if (cow.fork_mode == COW_FORK_IMMORTAL) {
+    if (_PyGC_cow.fork_mode == COW_FORK_IMMORTAL) {
         /* Runs no Python code; a failure to grow the walk's stack leaves
            part of the heap mortal, which is only slower. */
         if (_PyGC_CowImmortalize(interp) < 0) {
-            cow.immortalize_failures++;
+            _PyGC_cow.immortalize_failures++;
         }
     }
     /* Only now: before fork() itself no page is shared, so the first
        fork's immortalizing walk may keep its scratch in the headers. */
-    note_fork();
+    _PyGC_CowNoteFork();
 }
 
 
@@ -1322,470 +1264,5 @@ _PyGC_CowAfterForkChild(PyThreadState *tstate)
     }
 }
 
-
-/* ------------------------------------------------------------ settings */
-
-static int
-choice_index(const char *value, const char *const *names)
-{
-    for (int i = 0; names[i] != NULL; i++) {
-        if (strcmp(value, names[i]) == 0) {
-            return i;
-        }
-    }
-    return -1;
-}
-
-/* -X NAME=VALUE from the configuration; NULL when absent.  The value is
-   converted into buf (ASCII only; anything else is an invalid value). */
-static const char *
-get_xoption(const PyConfig *config, const wchar_t *name, char *buf,
-            size_t bufsize)
-{
-    const char *found = NULL;
-    size_t nlen = wcslen(name);
-    for (Py_ssize_t i = 0; i < config->xoptions.length; i++) {
-        const wchar_t *opt = config->xoptions.items[i];
-        if (wcsncmp(opt, name, nlen) != 0) {
-            continue;
-        }
-        if (opt[nlen] != L'=' && opt[nlen] != L'\0') {
-            continue;
-        }
-        const wchar_t *v = opt[nlen] == L'=' ? opt + nlen + 1 : L"";
-        size_t j = 0;
-        for (; v[j] != L'\0' && j + 1 < bufsize; j++) {
-            buf[j] = (v[j] > 0 && v[j] < 128) ? (char)v[j] : '?';
-        }
-        buf[j] = '\0';
-        found = buf;            /* the last occurrence wins, as for -X */
-    }
-    return found;
-}
-
-PyStatus
-_PyGC_CowInit(PyInterpreterState *interp)
-{
-    if (!_Py_IsMainInterpreter(interp)) {
-        return _PyStatus_OK();
-    }
-    const PyConfig *config = _PyInterpreterState_GetConfig(interp);
-    char buf[32];
-    const char *v;
-
-    v = config->use_environment ? getenv("PYTHONCOWGC") : NULL;
-    if (v != NULL && v[0] != '\0') {
-        if ((cow.mode = choice_index(v, mode_names)) < 0) {
-            return _PyStatus_ERR("PYTHONCOWGC: invalid value; "
-                                 "expected default, arena or stock");
-        }
-    }
-    v = get_xoption(config, L"cowgc", buf, sizeof(buf));
-    if (v != NULL && (cow.mode = choice_index(v, mode_names)) < 0) {
-        return _PyStatus_ERR("-X cowgc: invalid value; "
-                             "expected default, arena or stock");
-    }
-
-    /* Freeze-at-fork defaults to on, except in stock mode. */
-    cow.fork_mode = cow.mode != COW_MODE_STOCK;
-    v = config->use_environment ? getenv("PYTHONCOWFORK") : NULL;
-    if (v != NULL && v[0] != '\0') {
-        if ((cow.fork_mode = choice_index(v, fork_names)) < 0) {
-            return _PyStatus_ERR("PYTHONCOWFORK: invalid value; "
-                                 "expected off, freeze or immortal");
-        }
-    }
-    v = get_xoption(config, L"cowfork", buf, sizeof(buf));
-    if (v != NULL
-        && (cow.fork_mode = choice_index(v, fork_names)) < 0)
-    {
-        return _PyStatus_ERR("-X cowfork: invalid value; "
-                             "expected off, freeze or immortal");
-    }
-
-    /* The differential oracle: debug builds only, and never silently
-       ignored where it is not available. */
-    int oracle = 0;
-    v = config->use_environment ? getenv("PYTHONCOWORACLE") : NULL;
-    if (v != NULL && v[0] != '\0') {
-        if ((oracle = choice_index(v, oracle_names)) < 0) {
-            return _PyStatus_ERR("PYTHONCOWORACLE: invalid value; "
-                                 "expected 0 or 1");
-        }
-    }
-    v = get_xoption(config, L"coworacle", buf, sizeof(buf));
-    if (v != NULL) {
-        /* -X coworacle alone means on. */
-        if (v[0] == '\0') {
-            oracle = 1;
-        }
-        else if ((oracle = choice_index(v, oracle_names)) < 0) {
-            return _PyStatus_ERR("-X coworacle: invalid value; "
-                                 "expected 0 or 1");
-        }
-    }
-    /* The allocator's set-aside after fork (Objects/obmalloc_cow.c). */
-    int alloc_mode = 0;
-    v = config->use_environment ? getenv("PYTHONCOWALLOC") : NULL;
-    if (v != NULL && v[0] != '\0') {
-        if ((alloc_mode = choice_index(v, _PyObject_CowAllocModes)) < 0) {
-            return _PyStatus_ERR("PYTHONCOWALLOC: invalid value; "
-                                 "expected aside or stock");
-        }
-    }
-    v = get_xoption(config, L"cowalloc", buf, sizeof(buf));
-    if (v != NULL
-        && (alloc_mode = choice_index(v, _PyObject_CowAllocModes)) < 0)
-    {
-        return _PyStatus_ERR("-X cowalloc: invalid value; "
-                             "expected aside or stock");
-    }
-    _PyObject_CowAllocSetMode(alloc_mode);
-
-#ifdef HAVE_PTHREAD_H
-    /* Any fork, also one made from C without PyOS_BeforeFork(). */
-    static int atfork_registered;
-    if (!atfork_registered) {
-        if (pthread_atfork(note_fork, NULL, NULL) != 0) {
-            note_fork();    /* cannot tell: keep pages clean always */
-        }
-        atfork_registered = 1;
-    }
-#else
-    note_fork();
-#endif
-#ifdef Py_DEBUG
-    cow.oracle = oracle;
-#else
-    if (oracle) {
-        return _PyStatus_ERR("PYTHONCOWORACLE / -X coworacle: the "
-                             "differential GC oracle needs a debug build "
-                             "(configure --with-pydebug)");
-    }
-#endif
-    return _PyStatus_OK();
-}
-
-
-/* ---------------------------------------------------- the gc module */
-
-static int
-index_arg(PyObject *arg, const char *fname, Py_ssize_t *out)
-{
-    if (!PyLong_Check(arg)) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() argument must be int, not %T", fname, arg);
-        return -1;
-    }
-    Py_ssize_t n = PyLong_AsSsize_t(arg);
-    if (n == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (n < 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "%s() argument must not be negative", fname);
-        return -1;
-    }
-    *out = n;
-    return 0;
-}
-
-PyDoc_STRVAR(get_cow_mode__doc__,
-"get_cow_mode($module, /)\n--\n\n"
-"Return how the collector finds garbage: 'default', 'arena' or 'stock'.\n"
-"\n"
-"default: collections that include the permanent generation (gc.collect()\n"
-"  and automatic shared collections) also collect frozen objects.  Once\n"
-"  the process has forked they use the side arena and write into no\n"
-"  surviving object except the list link of a garbage object's\n"
-"  neighbours; before, no page is shared, and they keep their scratch in\n"
-"  the object headers as stock does.  All other collections are stock.\n"
-"arena:   every collection uses the side arena (a test mode).\n"
-"stock:   exactly stock CPython (frozen objects are never examined).");
-
-static PyObject *
-gc_get_cow_mode(PyObject *module, PyObject *Py_UNUSED(ignored))
-{
-    return PyUnicode_FromString(mode_names[cow.mode]);
-}
-
-PyDoc_STRVAR(set_cow_mode__doc__,
-"set_cow_mode($module, mode, /)\n--\n\n"
-"Set the collector mode: 'default', 'arena' or 'stock'.\n"
-"See get_cow_mode().  Start-up default: PYTHONCOWGC or -X cowgc.\n"
-"Freeze-at-fork is a separate switch (set_freeze_at_fork()); only at\n"
-"start-up does the stock mode also turn it off by default.");
-
-/* The index of str argument `arg` in `names`; -1 with TypeError or
-   ValueError (listing `expected`) set. */
-static int
-choice_arg(PyObject *arg, const char *fname, const char *const *names,
-           const char *expected)
-{
-    if (!PyUnicode_Check(arg)) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s() argument must be str, not %T", fname, arg);
-        return -1;
-    }
-    const char *str = PyUnicode_AsUTF8(arg);
-    if (str == NULL) {
-        return -1;
-    }
-    int i = choice_index(str, names);
-    if (i < 0) {
-        PyErr_Format(PyExc_ValueError, "%s() argument must be %s, not %R",
-                     fname, expected, arg);
-    }
-    return i;
-}
-
-static PyObject *
-gc_set_cow_mode(PyObject *module, PyObject *arg)
-{
-    int m = choice_arg(arg, "set_cow_mode", mode_names,
-                       "'default', 'arena' or 'stock'");
-    if (m < 0) {
-        return NULL;
-    }
-    cow.mode = m;
-    Py_RETURN_NONE;
-}
-
-PyDoc_STRVAR(get_freeze_at_fork__doc__,
-"get_freeze_at_fork($module, /)\n--\n\n"
-"Return True if os.fork() freezes every tracked object first.");
-
-static PyObject *
-gc_get_freeze_at_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(cow.fork_mode != COW_FORK_OFF);
-}
-
-PyDoc_STRVAR(set_freeze_at_fork__doc__,
-"set_freeze_at_fork($module, enabled, /)\n--\n\n"
-"Enable or disable freezing at fork.\n"
-"\n"
-"When enabled, os.fork() and everything else that runs the interpreter's\n"
-"fork hooks first moves every tracked object into the permanent\n"
-"generation (as gc.freeze() does), in the parent and so in the child:\n"
-"later ordinary collections in either process never write into the\n"
-"inherited heap, and gc.collect() still reclaims garbage among those\n"
-"objects with a shared collection.  Start-up default: on, unless\n"
-"PYTHONCOWFORK=off, -X cowfork=off or the stock mode.  True selects the\n"
-"'freeze' fork mode; see set_fork_mode() for 'immortal'.");
-
-static PyObject *
-gc_set_freeze_at_fork(PyObject *module, PyObject *arg)
-{
-    if (!PyBool_Check(arg) && !PyLong_Check(arg)) {
-        PyErr_Format(PyExc_TypeError,
-                     "set_freeze_at_fork() argument must be bool, not %T",
-                     arg);
-        return NULL;
-    }
-    int v = PyObject_IsTrue(arg);
-    if (v < 0) {
-        return NULL;
-    }
-    cow.fork_mode = v ? COW_FORK_FREEZE : COW_FORK_OFF;
-    Py_RETURN_NONE;
-}
-
-PyDoc_STRVAR(get_fork_mode__doc__,
-"get_fork_mode($module, /)\n--\n\n"
-"Return what os.fork() does to the heap first: 'off', 'freeze' or\n"
-"'immortal'.");
-
-static PyObject *
-gc_get_fork_mode(PyObject *module, PyObject *Py_UNUSED(ignored))
-{
-    return PyUnicode_FromString(fork_names[cow.fork_mode]);
-}
-
-PyDoc_STRVAR(set_fork_mode__doc__,
-"set_fork_mode($module, mode, /)\n--\n\n"
-"Set what os.fork() does to the heap first.\n"
-"\n"
-"'off': nothing (stock).  'freeze': gc.freeze(), in the parent and so in\n"
-"the child.  'immortal': gc.collect() then gc.freeze(immortalize=True):\n"
-"the inherited heap also stops receiving reference-count writes.\n"
-"Start-up default: PYTHONCOWFORK or -X cowfork, else 'freeze'.");
-
-static PyObject *
-gc_set_fork_mode(PyObject *module, PyObject *arg)
-{
-    int m = choice_arg(arg, "set_fork_mode", fork_names,
-                       "'off', 'freeze' or 'immortal'");
-    if (m < 0) {
-        return NULL;
-    }
-    cow.fork_mode = m;
-    Py_RETURN_NONE;
-}
-
-PyDoc_STRVAR(is_immortal__doc__,
-"is_immortal($module, obj, /)\n--\n\n"
-"Return True if obj is immortal: its reference count is never written\n"
-"and it is never freed (PEP 683; see gc.freeze(immortalize=True)).");
-
-static PyObject *
-gc_is_immortal(PyObject *module, PyObject *obj)
-{
-    return PyBool_FromLong(_Py_IsImmortal(obj));
-}
-
-PyDoc_STRVAR(get_shared_threshold__doc__,
-"get_shared_threshold($module, /)\n--\n\n"
-"Return the automatic shared-collection threshold.");
-
-static PyObject *
-gc_get_shared_threshold(PyObject *module, PyObject *Py_UNUSED(ignored))
-{
-    return PyLong_FromSsize_t(cow.shared_threshold);
-}
-
-PyDoc_STRVAR(set_shared_threshold__doc__,
-"set_shared_threshold($module, threshold, /)\n--\n\n"
-"Set the automatic shared-collection threshold.\n"
-"\n"
-"A shared collection examines the permanent (frozen) generation together\n"
-"with all others, without writing into surviving objects.  With threshold\n"
-"N > 0, an automatic full collection becomes a shared one when at least N\n"
-"automatic full collections ran since the last shared collection and the\n"
-"objects promoted to the oldest generation since then reach the size of\n"
-"the frozen heap (so the cost stays linear, as for full collections).\n"
-"0 disables automatic shared collections: frozen objects are then only\n"
-"examined by gc.collect().  Default: 1.");
-
-static PyObject *
-gc_set_shared_threshold(PyObject *module, PyObject *arg)
-{
-    Py_ssize_t n;
-    if (index_arg(arg, "set_shared_threshold", &n) < 0) {
-        return NULL;
-    }
-    cow.shared_threshold = n;
-    Py_RETURN_NONE;
-}
-
-PyDoc_STRVAR(get_shared_stats__doc__,
-"get_shared_stats($module, /)\n--\n\n"
-"Return a dict of side-arena collector statistics.\n"
-"\n"
-"collections, collected, uncollectable: shared collections and what they\n"
-"  found; arena_collections: all side-arena collections; fallbacks: those\n"
-"  that fell back to the stock algorithm for lack of memory;\n"
-"  last_examined: objects examined by the last side-arena collection;\n"
-"  last_arena_bytes, max_arena_bytes: the size of its arena (released\n"
-"  when it ended) and the largest so far; immortalized: objects made\n"
-"  immortal by immortalizing freezes; oracle_checks: side-arena\n"
-"  collections checked by the differential oracle (debug builds with\n"
-"  PYTHONCOWORACLE=1; always 0 otherwise); header_collections: shared\n"
-"  collections that kept their scratch in the object headers, as stock\n"
-"  does, because the process had not forked yet (no page was shared);\n"
-"  forked: whether the process has forked (or descends from a fork):\n"
-"  from then on shared collections use the side arena.");
-
-static PyObject *
-gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
-{
-    return Py_BuildValue(
-        "{snsnsnsnsnsnsnsnsnsnsnsN}",
-        "collections", cow.shared_collections,
-        "collected", cow.shared_collected,
-        "uncollectable", cow.shared_uncollectable,
-        "arena_collections", cow.arena_collections,
-        "fallbacks", cow.arena_fallbacks,
-        "last_examined", cow.last_examined,
-        "last_arena_bytes", (Py_ssize_t)cow.last_arena_bytes,
-        "max_arena_bytes", (Py_ssize_t)cow.max_arena_bytes,
-        "immortalized", _PyGC_CowImmortalized(),
-        "oracle_checks", cow.oracle_checks,
-        "header_collections", cow.header_collections,
-        "forked", PyBool_FromLong(cow.forked));
-}
-
-/* Test hooks (private; for Lib/test/test_gc_cow.py).  The counters make
-   the next n side-arena collections fail to allocate their arena
-   (_cow_fail_arena) or keep one garbage object alive, a leak the
-   differential oracle must report (_cow_break_arena). */
-static PyObject *
-set_test_counter(PyObject *arg, const char *fname, Py_ssize_t *counter)
-{
-    Py_ssize_t n;
-    if (index_arg(arg, fname, &n) < 0) {
-        return NULL;
-    }
-    *counter = n;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-gc_cow_fail_arena(PyObject *module, PyObject *arg)
-{
-    return set_test_counter(arg, "_cow_fail_arena", &cow.inject_failures);
-}
-
-static PyObject *
-gc_cow_break_arena(PyObject *module, PyObject *arg)
-{
-    return set_test_counter(arg, "_cow_break_arena",
-                            &cow.inject_oracle_break);
-}
-
-static PyObject *
-gc_cow_oracle(PyObject *module, PyObject *Py_UNUSED(ignored))
-{
-    return PyBool_FromLong(cow.oracle);
-}
-
-/* Pretend the process has (True) or has not (False) forked, so that a
-   test picks where shared collections keep their scratch; returns the
-   previous value.  False in a real fork's parent or child only makes
-   shared collections write into the shared headers, as stock does. */
-static PyObject *
-gc_cow_set_forked(PyObject *module, PyObject *arg)
-{
-    if (!PyBool_Check(arg)) {
-        PyErr_Format(PyExc_TypeError,
-                     "_cow_set_forked() argument must be bool, not %.200s",
-                     Py_TYPE(arg)->tp_name);
-        return NULL;
-    }
-    int old = cow.forked;
-    cow.forked = arg == Py_True;
-    return PyBool_FromLong(old);
-}
-
-PyMethodDef _PyGC_CowMethods[] = {
-    {"get_cow_mode", gc_get_cow_mode, METH_NOARGS, get_cow_mode__doc__},
-    {"set_cow_mode", gc_set_cow_mode, METH_O, set_cow_mode__doc__},
-    {"get_freeze_at_fork", gc_get_freeze_at_fork, METH_NOARGS,
-     get_freeze_at_fork__doc__},
-    {"set_freeze_at_fork", gc_set_freeze_at_fork, METH_O,
-     set_freeze_at_fork__doc__},
-    {"get_fork_mode", gc_get_fork_mode, METH_NOARGS, get_fork_mode__doc__},
-    {"set_fork_mode", gc_set_fork_mode, METH_O, set_fork_mode__doc__},
-    {"is_immortal", gc_is_immortal, METH_O, is_immortal__doc__},
-    {"get_shared_threshold", gc_get_shared_threshold, METH_NOARGS,
-     get_shared_threshold__doc__},
-    {"set_shared_threshold", gc_set_shared_threshold, METH_O,
-     set_shared_threshold__doc__},
-    {"get_shared_stats", gc_get_shared_stats, METH_NOARGS,
-     get_shared_stats__doc__},
-    {"_cow_fail_arena", gc_cow_fail_arena, METH_O,
-     "Make the arena allocations of the next n side-arena collections\n"
-     "fail (for tests)."},
-    {"_cow_oracle", gc_cow_oracle, METH_NOARGS,
-     "Whether the differential GC oracle is on (debug builds)."},
-    {"_cow_break_arena", gc_cow_break_arena, METH_O,
-     "Make the next n side-arena collections keep one garbage object\n"
-     "alive, so that the differential oracle must report it (for tests)."},
-    {"_cow_set_forked", gc_cow_set_forked, METH_O,
-     "Set whether shared collections act as in a process that forked\n"
-     "(scratch in the side arena) or not (in the headers); return the\n"
-     "previous value (for tests)."},
-    {NULL, NULL, 0, NULL},
-};
 
 #endif  /* !Py_GIL_DISABLED */

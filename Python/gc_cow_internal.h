@@ -1,5 +1,7 @@
-/* cowpy: what Python/gc_cow.c and Python/gc_cow_immortal.c share (not
-   for the rest of the interpreter: that is pycore_gc_cow.h). */
+/* cowpy: what Python/gc_cow.c (finding garbage, the hooks),
+   Python/gc_cow_immortal.c (the immortalizing walk) and
+   Python/gc_cow_settings.c (options, the gc module functions) share; not
+   for the rest of the interpreter (that is pycore_gc_cow.h). */
 
 #ifndef Py_GC_COW_INTERNAL_H
 #define Py_GC_COW_INTERNAL_H
@@ -9,6 +11,75 @@
 #endif
 
 #include "pycore_gc.h"            // PyGC_Head
+
+/* Modes (PYTHONCOWGC / -X cowgc / gc.set_cow_mode()). */
+enum {
+    COW_MODE_DEFAULT = 0,   /* shared collections when the permanent
+                               generation is examined; stock otherwise */
+    COW_MODE_ARENA = 1,     /* every collection through the side arena */
+    COW_MODE_STOCK = 2,     /* stock CPython: never the side arena, frozen
+                               objects never examined nor listed */
+};
+/* Freeze-at-fork modes (PYTHONCOWFORK / -X cowfork / gc.set_fork_mode()). */
+enum { COW_FORK_OFF = 0, COW_FORK_FREEZE = 1, COW_FORK_IMMORTAL = 2 };
+
+/* Process-wide: settings come from the main interpreter's configuration
+   and every GIL-holding collection updates the counters. */
+typedef struct {
+    int mode;
+    int fork_mode;                /* COW_FORK_* */
+    Py_ssize_t shared_threshold;  /* 0: no automatic shared collections */
+    /* Amortizes automatic shared collections as stock amortizes full
+       ones: one runs when the objects promoted to the oldest generation
+       since the last one reach what it will examine.  Stock's ratio for
+       full collections is a quarter; a frozen heap is long-lived by
+       construction, so it is scanned four times less often (measured:
+       the speed suite's after_freeze workload, 250k promotions after
+       freezing 1M objects, paid a whole-heap scan at a quarter). */
+    Py_ssize_t full_since_shared;
+    Py_ssize_t pending_since_shared;
+    Py_ssize_t shared_estimate;
+    /* gc.get_shared_stats() */
+    Py_ssize_t shared_collections;
+    Py_ssize_t shared_collected;
+    Py_ssize_t shared_uncollectable;
+    Py_ssize_t arena_collections;
+    Py_ssize_t arena_fallbacks;
+    Py_ssize_t last_examined;
+    /* Objects the last side-arena collection walked, immortal ones
+       included: what the next shared collection costs. */
+    Py_ssize_t last_walked;
+    /* Table sizing hints: objects examined by the last side-arena
+       collection of each generation, and of the last shared one. */
+    Py_ssize_t size_hint[NUM_GENERATIONS + 1];
+    size_t last_arena_bytes;
+    size_t max_arena_bytes;
+    /* Immortalizing walks at fork that ran out of memory. */
+    Py_ssize_t immortalize_failures;
+    /* gc._cow_fail_arena(n): the next n arena allocations fail (tests). */
+    Py_ssize_t inject_failures;
+    /* Differential oracle (debug builds, PYTHONCOWORACLE=1): on, checks
+       done, and gc._cow_break_arena(n): the next n side-arena collections
+       keep one garbage object as if reachable (a leak, never a crash),
+       which the oracle must report (tests). */
+    int oracle;
+    Py_ssize_t oracle_checks;
+    Py_ssize_t inject_oracle_break;
+    /* Shared collections that kept their scratch in the headers (the
+       process had never forked, see header_deduce_unreachable()). */
+    Py_ssize_t header_collections;
+    /* Set for good by the first fork (pthread_atfork(), in the parent
+       before it forks: the child inherits it): from then on pages may be
+       shared, with children or with the parent. */
+    volatile int forked;
+} _PyGC_CowState;
+
+extern _PyGC_CowState _PyGC_cow;
+
+
+
+/* gc_cow.c: pthread_atfork() prepare handler; "this process forked". */
+extern void _PyGC_CowNoteFork(void);
 
 /* gc list helpers (gc.c has its own, private to it). */
 

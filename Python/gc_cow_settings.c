@@ -1,0 +1,497 @@
+/* cowpy: the collector's settings (PYTHONCOWGC, PYTHONCOWFORK,
+ * PYTHONCOWALLOC, PYTHONCOWORACLE and their -X options, read at start-up
+ * by _PyGC_CowInit()) and the gc module's cowpy functions
+ * (_PyGC_CowMethods, added by gcmodule_exec()).  The state they read and
+ * set is _PyGC_cow (gc_cow_internal.h, defined in gc_cow.c).
+ */
+
+#include "Python.h"
+#include "pycore_gc.h"
+#include "pycore_gc_cow.h"
+#include "pycore_initconfig.h"    // _PyStatus_ERR()
+#include "pycore_interp.h"        // PyInterpreterState.gc
+#include "pycore_obmalloc_cow.h"  // _PyObject_CowAllocSetMode()
+#include "pycore_pystate.h"       // _PyInterpreterState_GET()
+#include "gc_cow_internal.h"
+
+#include <string.h>
+#include <wchar.h>
+#ifdef HAVE_PTHREAD_H
+#  include <pthread.h>          // pthread_atfork()
+#endif
+
+#ifndef Py_GIL_DISABLED
+
+static const char *const mode_names[] = {"default", "arena", "stock", NULL};
+static const char *const fork_names[] = {"off", "freeze", "immortal", NULL};
+/* PYTHONCOWORACLE / -X coworacle (debug builds). */
+static const char *const oracle_names[] = {"0", "1", NULL};
+
+
+/* ------------------------------------------------------------ settings */
+
+static int
+choice_index(const char *value, const char *const *names)
+{
+    for (int i = 0; names[i] != NULL; i++) {
+        if (strcmp(value, names[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* -X NAME=VALUE from the configuration; NULL when absent.  The value is
+   converted into buf (ASCII only; anything else is an invalid value). */
+static const char *
+get_xoption(const PyConfig *config, const wchar_t *name, char *buf,
+            size_t bufsize)
+{
+    const char *found = NULL;
+    size_t nlen = wcslen(name);
+    for (Py_ssize_t i = 0; i < config->xoptions.length; i++) {
+        const wchar_t *opt = config->xoptions.items[i];
+        if (wcsncmp(opt, name, nlen) != 0) {
+            continue;
+        }
+        if (opt[nlen] != L'=' && opt[nlen] != L'\0') {
+            continue;
+        }
+        const wchar_t *v = opt[nlen] == L'=' ? opt + nlen + 1 : L"";
+        size_t j = 0;
+        for (; v[j] != L'\0' && j + 1 < bufsize; j++) {
+            buf[j] = (v[j] > 0 && v[j] < 128) ? (char)v[j] : '?';
+        }
+        buf[j] = '\0';
+        found = buf;            /* the last occurrence wins, as for -X */
+    }
+    return found;
+}
+
+PyStatus
+_PyGC_CowInit(PyInterpreterState *interp)
+{
+    if (!_Py_IsMainInterpreter(interp)) {
+        return _PyStatus_OK();
+    }
+    const PyConfig *config = _PyInterpreterState_GetConfig(interp);
+    char buf[32];
+    const char *v;
+
+    v = config->use_environment ? getenv("PYTHONCOWGC") : NULL;
+    if (v != NULL && v[0] != '\0') {
+        if ((_PyGC_cow.mode = choice_index(v, mode_names)) < 0) {
+            return _PyStatus_ERR("PYTHONCOWGC: invalid value; "
+                                 "expected default, arena or stock");
+        }
+    }
+    v = get_xoption(config, L"cowgc", buf, sizeof(buf));
+    if (v != NULL && (_PyGC_cow.mode = choice_index(v, mode_names)) < 0) {
+        return _PyStatus_ERR("-X cowgc: invalid value; "
+                             "expected default, arena or stock");
+    }
+
+    /* Freeze-at-fork defaults to on, except in stock mode. */
+    _PyGC_cow.fork_mode = _PyGC_cow.mode != COW_MODE_STOCK;
+    v = config->use_environment ? getenv("PYTHONCOWFORK") : NULL;
+    if (v != NULL && v[0] != '\0') {
+        if ((_PyGC_cow.fork_mode = choice_index(v, fork_names)) < 0) {
+            return _PyStatus_ERR("PYTHONCOWFORK: invalid value; "
+                                 "expected off, freeze or immortal");
+        }
+    }
+    v = get_xoption(config, L"cowfork", buf, sizeof(buf));
+    if (v != NULL
+        && (_PyGC_cow.fork_mode = choice_index(v, fork_names)) < 0)
+    {
+        return _PyStatus_ERR("-X cowfork: invalid value; "
+                             "expected off, freeze or immortal");
+    }
+
+    /* The differential oracle: debug builds only, and never silently
+       ignored where it is not available. */
+    int oracle = 0;
+    v = config->use_environment ? getenv("PYTHONCOWORACLE") : NULL;
+    if (v != NULL && v[0] != '\0') {
+        if ((oracle = choice_index(v, oracle_names)) < 0) {
+            return _PyStatus_ERR("PYTHONCOWORACLE: invalid value; "
+                                 "expected 0 or 1");
+        }
+    }
+    v = get_xoption(config, L"coworacle", buf, sizeof(buf));
+    if (v != NULL) {
+        /* -X coworacle alone means on. */
+        if (v[0] == '\0') {
+            oracle = 1;
+        }
+        else if ((oracle = choice_index(v, oracle_names)) < 0) {
+            return _PyStatus_ERR("-X coworacle: invalid value; "
+                                 "expected 0 or 1");
+        }
+    }
+    /* The allocator's set-aside after fork (Objects/obmalloc_cow.c). */
+    int alloc_mode = 0;
+    v = config->use_environment ? getenv("PYTHONCOWALLOC") : NULL;
+    if (v != NULL && v[0] != '\0') {
+        if ((alloc_mode = choice_index(v, _PyObject_CowAllocModes)) < 0) {
+            return _PyStatus_ERR("PYTHONCOWALLOC: invalid value; "
+                                 "expected aside or stock");
+        }
+    }
+    v = get_xoption(config, L"cowalloc", buf, sizeof(buf));
+    if (v != NULL
+        && (alloc_mode = choice_index(v, _PyObject_CowAllocModes)) < 0)
+    {
+        return _PyStatus_ERR("-X cowalloc: invalid value; "
+                             "expected aside or stock");
+    }
+    _PyObject_CowAllocSetMode(alloc_mode);
+
+#ifdef HAVE_PTHREAD_H
+    /* Any fork, also one made from C without PyOS_BeforeFork(). */
+    static int atfork_registered;
+    if (!atfork_registered) {
+        if (pthread_atfork(_PyGC_CowNoteFork, NULL, NULL) != 0) {
+            _PyGC_CowNoteFork();    /* cannot tell: keep pages clean always */
+        }
+        atfork_registered = 1;
+    }
+#else
+    _PyGC_CowNoteFork();
+#endif
+#ifdef Py_DEBUG
+    _PyGC_cow.oracle = oracle;
+#else
+    if (oracle) {
+        return _PyStatus_ERR("PYTHONCOWORACLE / -X coworacle: the "
+                             "differential GC oracle needs a debug build "
+                             "(configure --with-pydebug)");
+    }
+#endif
+    return _PyStatus_OK();
+}
+
+
+/* ---------------------------------------------------- the gc module */
+
+static int
+index_arg(PyObject *arg, const char *fname, Py_ssize_t *out)
+{
+    if (!PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument must be int, not %T", fname, arg);
+        return -1;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (n < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s() argument must not be negative", fname);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+PyDoc_STRVAR(get_cow_mode__doc__,
+"get_cow_mode($module, /)\n--\n\n"
+"Return how the collector finds garbage: 'default', 'arena' or 'stock'.\n"
+"\n"
+"default: collections that include the permanent generation (gc.collect()\n"
+"  and automatic shared collections) also collect frozen objects.  Once\n"
+"  the process has forked they use the side arena and write into no\n"
+"  surviving object except the list link of a garbage object's\n"
+"  neighbours; before, no page is shared, and they keep their scratch in\n"
+"  the object headers as stock does.  All other collections are stock.\n"
+"arena:   every collection uses the side arena (a test mode).\n"
+"stock:   exactly stock CPython (frozen objects are never examined).");
+
+static PyObject *
+gc_get_cow_mode(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyUnicode_FromString(mode_names[_PyGC_cow.mode]);
+}
+
+PyDoc_STRVAR(set_cow_mode__doc__,
+"set_cow_mode($module, mode, /)\n--\n\n"
+"Set the collector mode: 'default', 'arena' or 'stock'.\n"
+"See get_cow_mode().  Start-up default: PYTHONCOWGC or -X cowgc.\n"
+"Freeze-at-fork is a separate switch (set_freeze_at_fork()); only at\n"
+"start-up does the stock mode also turn it off by default.");
+
+/* The index of str argument `arg` in `names`; -1 with TypeError or
+   ValueError (listing `expected`) set. */
+static int
+choice_arg(PyObject *arg, const char *fname, const char *const *names,
+           const char *expected)
+{
+    if (!PyUnicode_Check(arg)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() argument must be str, not %T", fname, arg);
+        return -1;
+    }
+    const char *str = PyUnicode_AsUTF8(arg);
+    if (str == NULL) {
+        return -1;
+    }
+    int i = choice_index(str, names);
+    if (i < 0) {
+        PyErr_Format(PyExc_ValueError, "%s() argument must be %s, not %R",
+                     fname, expected, arg);
+    }
+    return i;
+}
+
+static PyObject *
+gc_set_cow_mode(PyObject *module, PyObject *arg)
+{
+    int m = choice_arg(arg, "set_cow_mode", mode_names,
+                       "'default', 'arena' or 'stock'");
+    if (m < 0) {
+        return NULL;
+    }
+    _PyGC_cow.mode = m;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_freeze_at_fork__doc__,
+"get_freeze_at_fork($module, /)\n--\n\n"
+"Return True if os.fork() freezes every tracked object first.");
+
+static PyObject *
+gc_get_freeze_at_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(_PyGC_cow.fork_mode != COW_FORK_OFF);
+}
+
+PyDoc_STRVAR(set_freeze_at_fork__doc__,
+"set_freeze_at_fork($module, enabled, /)\n--\n\n"
+"Enable or disable freezing at fork.\n"
+"\n"
+"When enabled, os.fork() and everything else that runs the interpreter's\n"
+"fork hooks first moves every tracked object into the permanent\n"
+"generation (as gc.freeze() does), in the parent and so in the child:\n"
+"later ordinary collections in either process never write into the\n"
+"inherited heap, and gc.collect() still reclaims garbage among those\n"
+"objects with a shared collection.  Start-up default: on, unless\n"
+"PYTHONCOWFORK=off, -X cowfork=off or the stock mode.  True selects the\n"
+"'freeze' fork mode; see set_fork_mode() for 'immortal'.");
+
+static PyObject *
+gc_set_freeze_at_fork(PyObject *module, PyObject *arg)
+{
+    if (!PyBool_Check(arg) && !PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError,
+                     "set_freeze_at_fork() argument must be bool, not %T",
+                     arg);
+        return NULL;
+    }
+    int v = PyObject_IsTrue(arg);
+    if (v < 0) {
+        return NULL;
+    }
+    _PyGC_cow.fork_mode = v ? COW_FORK_FREEZE : COW_FORK_OFF;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_fork_mode__doc__,
+"get_fork_mode($module, /)\n--\n\n"
+"Return what os.fork() does to the heap first: 'off', 'freeze' or\n"
+"'immortal'.");
+
+static PyObject *
+gc_get_fork_mode(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyUnicode_FromString(fork_names[_PyGC_cow.fork_mode]);
+}
+
+PyDoc_STRVAR(set_fork_mode__doc__,
+"set_fork_mode($module, mode, /)\n--\n\n"
+"Set what os.fork() does to the heap first.\n"
+"\n"
+"'off': nothing (stock).  'freeze': gc.freeze(), in the parent and so in\n"
+"the child.  'immortal': gc.collect() then gc.freeze(immortalize=True):\n"
+"the inherited heap also stops receiving reference-count writes.\n"
+"Start-up default: PYTHONCOWFORK or -X cowfork, else 'freeze'.");
+
+static PyObject *
+gc_set_fork_mode(PyObject *module, PyObject *arg)
+{
+    int m = choice_arg(arg, "set_fork_mode", fork_names,
+                       "'off', 'freeze' or 'immortal'");
+    if (m < 0) {
+        return NULL;
+    }
+    _PyGC_cow.fork_mode = m;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(is_immortal__doc__,
+"is_immortal($module, obj, /)\n--\n\n"
+"Return True if obj is immortal: its reference count is never written\n"
+"and it is never freed (PEP 683; see gc.freeze(immortalize=True)).");
+
+static PyObject *
+gc_is_immortal(PyObject *module, PyObject *obj)
+{
+    return PyBool_FromLong(_Py_IsImmortal(obj));
+}
+
+PyDoc_STRVAR(get_shared_threshold__doc__,
+"get_shared_threshold($module, /)\n--\n\n"
+"Return the automatic shared-collection threshold.");
+
+static PyObject *
+gc_get_shared_threshold(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(_PyGC_cow.shared_threshold);
+}
+
+PyDoc_STRVAR(set_shared_threshold__doc__,
+"set_shared_threshold($module, threshold, /)\n--\n\n"
+"Set the automatic shared-collection threshold.\n"
+"\n"
+"A shared collection examines the permanent (frozen) generation together\n"
+"with all others, without writing into surviving objects.  With threshold\n"
+"N > 0, an automatic full collection becomes a shared one when at least N\n"
+"automatic full collections ran since the last shared collection and the\n"
+"objects promoted to the oldest generation since then reach the size of\n"
+"the frozen heap (so the cost stays linear, as for full collections).\n"
+"0 disables automatic shared collections: frozen objects are then only\n"
+"examined by gc.collect().  Default: 1.");
+
+static PyObject *
+gc_set_shared_threshold(PyObject *module, PyObject *arg)
+{
+    Py_ssize_t n;
+    if (index_arg(arg, "set_shared_threshold", &n) < 0) {
+        return NULL;
+    }
+    _PyGC_cow.shared_threshold = n;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(get_shared_stats__doc__,
+"get_shared_stats($module, /)\n--\n\n"
+"Return a dict of side-arena collector statistics.\n"
+"\n"
+"collections, collected, uncollectable: shared collections and what they\n"
+"  found; arena_collections: all side-arena collections; fallbacks: those\n"
+"  that fell back to the stock algorithm for lack of memory;\n"
+"  last_examined: objects examined by the last side-arena collection;\n"
+"  last_arena_bytes, max_arena_bytes: the size of its arena (released\n"
+"  when it ended) and the largest so far; immortalized: objects made\n"
+"  immortal by immortalizing freezes; oracle_checks: side-arena\n"
+"  collections checked by the differential oracle (debug builds with\n"
+"  PYTHONCOWORACLE=1; always 0 otherwise); header_collections: shared\n"
+"  collections that kept their scratch in the object headers, as stock\n"
+"  does, because the process had not forked yet (no page was shared);\n"
+"  forked: whether the process has forked (or descends from a fork):\n"
+"  from then on shared collections use the side arena.");
+
+static PyObject *
+gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue(
+        "{snsnsnsnsnsnsnsnsnsnsnsN}",
+        "collections", _PyGC_cow.shared_collections,
+        "collected", _PyGC_cow.shared_collected,
+        "uncollectable", _PyGC_cow.shared_uncollectable,
+        "arena_collections", _PyGC_cow.arena_collections,
+        "fallbacks", _PyGC_cow.arena_fallbacks,
+        "last_examined", _PyGC_cow.last_examined,
+        "last_arena_bytes", (Py_ssize_t)_PyGC_cow.last_arena_bytes,
+        "max_arena_bytes", (Py_ssize_t)_PyGC_cow.max_arena_bytes,
+        "immortalized", _PyGC_CowImmortalized(),
+        "oracle_checks", _PyGC_cow.oracle_checks,
+        "header_collections", _PyGC_cow.header_collections,
+        "forked", PyBool_FromLong(_PyGC_cow.forked));
+}
+
+/* Test hooks (private; for Lib/test/test_gc_cow.py).  The counters make
+   the next n side-arena collections fail to allocate their arena
+   (_cow_fail_arena) or keep one garbage object alive, a leak the
+   differential oracle must report (_cow_break_arena). */
+static PyObject *
+set_test_counter(PyObject *arg, const char *fname, Py_ssize_t *counter)
+{
+    Py_ssize_t n;
+    if (index_arg(arg, fname, &n) < 0) {
+        return NULL;
+    }
+    *counter = n;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+gc_cow_fail_arena(PyObject *module, PyObject *arg)
+{
+    return set_test_counter(arg, "_cow_fail_arena",
+                            &_PyGC_cow.inject_failures);
+}
+
+static PyObject *
+gc_cow_break_arena(PyObject *module, PyObject *arg)
+{
+    return set_test_counter(arg, "_cow_break_arena",
+                            &_PyGC_cow.inject_oracle_break);
+}
+
+static PyObject *
+gc_cow_oracle(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(_PyGC_cow.oracle);
+}
+
+/* Pretend the process has (True) or has not (False) forked, so that a
+   test picks where shared collections keep their scratch; returns the
+   previous value.  False in a real fork's parent or child only makes
+   shared collections write into the shared headers, as stock does. */
+static PyObject *
+gc_cow_set_forked(PyObject *module, PyObject *arg)
+{
+    if (!PyBool_Check(arg)) {
+        PyErr_Format(PyExc_TypeError,
+                     "_cow_set_forked() argument must be bool, not %.200s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    int old = _PyGC_cow.forked;
+    _PyGC_cow.forked = arg == Py_True;
+    return PyBool_FromLong(old);
+}
+
+PyMethodDef _PyGC_CowMethods[] = {
+    {"get_cow_mode", gc_get_cow_mode, METH_NOARGS, get_cow_mode__doc__},
+    {"set_cow_mode", gc_set_cow_mode, METH_O, set_cow_mode__doc__},
+    {"get_freeze_at_fork", gc_get_freeze_at_fork, METH_NOARGS,
+     get_freeze_at_fork__doc__},
+    {"set_freeze_at_fork", gc_set_freeze_at_fork, METH_O,
+     set_freeze_at_fork__doc__},
+    {"get_fork_mode", gc_get_fork_mode, METH_NOARGS, get_fork_mode__doc__},
+    {"set_fork_mode", gc_set_fork_mode, METH_O, set_fork_mode__doc__},
+    {"is_immortal", gc_is_immortal, METH_O, is_immortal__doc__},
+    {"get_shared_threshold", gc_get_shared_threshold, METH_NOARGS,
+     get_shared_threshold__doc__},
+    {"set_shared_threshold", gc_set_shared_threshold, METH_O,
+     set_shared_threshold__doc__},
+    {"get_shared_stats", gc_get_shared_stats, METH_NOARGS,
+     get_shared_stats__doc__},
+    {"_cow_fail_arena", gc_cow_fail_arena, METH_O,
+     "Make the arena allocations of the next n side-arena collections\n"
+     "fail (for tests)."},
+    {"_cow_oracle", gc_cow_oracle, METH_NOARGS,
+     "Whether the differential GC oracle is on (debug builds)."},
+    {"_cow_break_arena", gc_cow_break_arena, METH_O,
+     "Make the next n side-arena collections keep one garbage object\n"
+     "alive, so that the differential oracle must report it (for tests)."},
+    {"_cow_set_forked", gc_cow_set_forked, METH_O,
+     "Set whether shared collections act as in a process that forked\n"
+     "(scratch in the side arena) or not (in the headers); return the\n"
+     "previous value (for tests)."},
+    {NULL, NULL, 0, NULL},
+};
+
+#endif  /* !Py_GIL_DISABLED */
