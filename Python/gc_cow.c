@@ -1211,6 +1211,21 @@ _PyGC_CowCollectionStarted(PyThreadState *tstate)
 static PyGC_Head *stack_lists[_PyGC_COW_NLISTS];
 
 void
+_PyGC_CowRuntimeReset(void)
+{
+    int forked = _PyGC_cow.forked;
+    _PyGC_cow = (_PyGC_CowState){
+        .mode = COW_MODE_DEFAULT,
+        .fork_mode = COW_FORK_FREEZE,
+        .shared_threshold = 1,
+        .forked = forked,
+    };
+    collecting_tstate = NULL;
+    memset(stack_lists, 0, sizeof(stack_lists));
+    _PyGC_CowImmortalReset();
+}
+
+void
 _PyGC_CowNoteStackList(_PyGC_CowStackList which, PyGC_Head *head)
 {
     if (_Py_IsMainInterpreter(_PyInterpreterState_GET())) {

@@ -356,6 +356,14 @@ imm_traverse(imm_walk *w, PyObject *op)
    object cannot be unfrozen into a generation where it could die). */
 static PyGC_Head immortal_list;
 
+void
+_PyGC_CowImmortalReset(void)
+{
+    immortal_list._gc_next = 0;     /* made a list again on first use */
+    immortal_list._gc_prev = 0;
+    immortalized_total = 0;
+}
+
 PyGC_Head *
 _PyGC_CowImmortalList(PyInterpreterState *interp)
 {

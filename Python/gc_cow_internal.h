@@ -80,6 +80,12 @@ extern _PyGC_CowState _PyGC_cow;
 
 /* gc_cow.c: pthread_atfork() prepare handler; "this process forked". */
 extern void _PyGC_CowNoteFork(void);
+/* gc_cow.c: a new runtime (the first, or one after Py_FinalizeEx(), as
+   embedders do) starts from the default settings, zero counters and no
+   immortal list: the previous runtime's immortal objects are leaked, not
+   listed (their memory may have been reused).  Whether the process
+   forked stays true. */
+extern void _PyGC_CowRuntimeReset(void);
 
 /* gc list helpers (gc.c has its own, private to it). */
 
@@ -115,5 +121,6 @@ extern Py_ssize_t _PyGC_CowImmortalize(PyInterpreterState *interp);
 extern PyGC_Head *_PyGC_CowImmortalList(PyInterpreterState *interp);
 extern Py_ssize_t _PyGC_CowImmortalized(void);
 extern void _PyGC_CowImmortalPrepare(void);
+extern void _PyGC_CowImmortalReset(void);
 
 #endif  /* !Py_GC_COW_INTERNAL_H */

@@ -74,6 +74,7 @@ _PyGC_CowInit(PyInterpreterState *interp)
     if (!_Py_IsMainInterpreter(interp)) {
         return _PyStatus_OK();
     }
+    _PyGC_CowRuntimeReset();
     const PyConfig *config = _PyInterpreterState_GetConfig(interp);
     char buf[32];
     const char *v;

@@ -14,6 +14,7 @@ import gc
 import os
 import signal
 import struct
+import subprocess
 import sys
 import textwrap
 import unittest
@@ -179,6 +180,33 @@ class StartupOptionTests(unittest.TestCase):
                     *args, "-c", "pass", __isolated=False, **env)
                 self.assertIn(msg, err)
                 self.assertIn(b"expected", err)
+
+
+class ReinitTests(unittest.TestCase):
+    """An embedder that finalizes and initializes again gets a fresh
+    collector: default settings, and none of the previous runtime's
+    immortal objects listed (their memory may have been reused)."""
+
+    def test_repeated_init(self):
+        import sysconfig
+        embed = os.path.join(sysconfig.get_config_var("abs_builddir") or "",
+                             "Programs", "_testembed")
+        if not os.path.exists(embed):
+            self.skipTest("Programs/_testembed not found (not a build tree)")
+        first = ("import gc; gc.set_cow_mode('arena'); "
+                 "keep = [{'cowpy_reinit': [1]} for i in range(1000)]; "
+                 "gc.freeze(immortalize=True)")
+        second = ("import gc; gc.collect(); "
+                  "n = sum(1 for o in gc.get_objects() if type(o) is dict "
+                  "and 'cowpy_reinit' in o); "
+                  "print(gc.get_cow_mode(), n, "
+                  "gc.get_shared_stats()['immortalized'])")
+        env = dict(os.environ, PYTHONHOME=sys.base_prefix)
+        proc = subprocess.run([embed, "test_repeated_init_exec", first,
+                               second], capture_output=True, text=True,
+                              env=env, timeout=support.SHORT_TIMEOUT)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(proc.stdout.split(), ["default", "0", "0"])
 
 
 class SharedCollectionTests(CowTestCase):
