@@ -167,6 +167,14 @@ prefetch(const void *p)
 #endif
 }
 
+/* No swap reserved for the table: most of it is touched once, if at all
+   (where the flag is missing, as on some BSDs, the mapping reserves). */
+#ifdef MAP_NORESERVE
+#  define COW_MAP_NORESERVE MAP_NORESERVE
+#else
+#  define COW_MAP_NORESERVE 0
+#endif
+
 /* 0 on success; -1 no memory; -2 more objects than 30-bit indices. */
 static int
 arena_alloc(cow_arena *a, Py_ssize_t nobjects)
@@ -180,7 +188,7 @@ arena_alloc(cow_arena *a, Py_ssize_t nobjects)
     /* Fresh zero pages straight from the kernel, returned by munmap():
        never a reused heap page that a forked child shares. */
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+                   MAP_PRIVATE | MAP_ANONYMOUS | COW_MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
         return -1;
     }
