@@ -229,7 +229,8 @@ CHECK_FUZZ_SECONDS ?= 120
 check-debug check-asan: check-%: cowpy-%
 	@$(ROOT)/Tools/make/check_variant.sh $* $(B)/obj/cowpy-$*/python
 
-# Seeded fork-graph fuzzer (Tools/fuzz/gc_fuzz.py) on the installed cowpy.
+# Seeded fork-graph fuzzer (Tools/fuzz/gc_fuzz.py) on the installed cowpy,
+# then the fork-moves fuzzer (Tools/fuzz/fork_moves.py) as long again.
 SECONDS ?= 60
 fuzz: cowpy
 	@mkdir -p $(RESULTS)/reliability
@@ -237,6 +238,8 @@ fuzz: cowpy
 	    --json $(RESULTS)/reliability/fuzz.json \
 	    --md $(RESULTS)/reliability/fuzz.md
 	@$(COWPY) Tools/make/reliability_doc.py fuzz
+	@$(COWPY) Tools/fuzz/fork_moves.py --python $(COWPY) \
+	    --seconds $(SECONDS) | tee $(RESULTS)/reliability/fork_moves.txt
 
 # Pre-fork server under load with worker recycling and SIGHUP reloads.
 MINUTES ?= 10

@@ -1,4 +1,5 @@
-"""A short fixed-seed pass of the collector fuzzer (Tools/fuzz/gc_fuzz.py).
+"""Short fixed-seed passes of the collector fuzzer (Tools/fuzz/gc_fuzz.py)
+and of the fork-moves fuzzer (Tools/fuzz/fork_moves.py).
 
 `make fuzz SECONDS=...` runs the fuzzer for longer with fresh seeds; this
 module runs 20 fixed seeds (each case in its own subprocess) and checks
@@ -155,6 +156,31 @@ class GCFuzzTests(unittest.TestCase):
         for proc in runs:
             self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
         self.assertEqual(runs[0].stdout, runs[1].stdout)
+
+
+MOVES = (os.path.join(os.path.dirname(SCRIPT), "fork_moves.py")
+         if SCRIPT is not None else None)
+
+
+@unittest.skipIf(MOVES is None or not os.path.isfile(MOVES or ""),
+                 "Tools/fuzz/fork_moves.py not found")
+@support.requires_subprocess()
+@support.requires_fork()
+class ForkMovesTests(unittest.TestCase):
+    """Fixed seeds of Tools/fuzz/fork_moves.py: freezes, immortal freezes
+    and forks from finalizers, weakref callbacks and a second thread's
+    collection; resource objects and C-held tuples across immortalizing
+    forks."""
+
+    @support.requires_resource("cpu")
+    def test_fixed_seeds(self):
+        proc = subprocess.run(
+            [sys.executable, MOVES, "--python", sys.executable,
+             "--seed", str(FIRST_SEED), "--cases", "40",
+             "--timeout", str(support.LONG_TIMEOUT)],
+            capture_output=True, text=True, timeout=support.LONG_TIMEOUT * 4)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        self.assertIn("40 cases, 0 findings", proc.stdout)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 #   ours-arena  the same with every collection through the side arena
 #   refleak   (debug) -R 3:3 on our test modules
 #   fuzz      Tools/fuzz/gc_fuzz.py for CHECK_FUZZ_SECONDS (default 120)
+#   fork-moves  Tools/fuzz/fork_moves.py for half as long
 #   upstream  the GC-related upstream tests ($CHECK_UPSTREAM) in arena mode
 # In the debug variant every step runs with the differential oracle
 # (PYTHONCOWORACLE=1): each side-arena collection is checked against
@@ -67,7 +68,8 @@ step() {
         tail -n 40 "$log"
     fi
     local summary
-    summary=$(grep -E "^Total tests:|^gc_fuzz:|^Result:" "$log" | tr '\n' ' ')
+    summary=$(grep -E "^Total tests:|^gc_fuzz:|^fork_moves:|^Result:" "$log" \
+              | tr '\n' ' ')
     echo "   $verdict in ${dt}s  $summary"
     results+=("$label|$verdict|$dt|$summary")
 }
@@ -83,6 +85,8 @@ if [ "$name" = debug ]; then
 fi
 step fuzz "$py" Tools/fuzz/gc_fuzz.py --seconds "$fuzz_seconds" \
     --json "$logs/fuzz.json"
+step fork-moves "$py" Tools/fuzz/fork_moves.py --python "$py" \
+    --seconds "$((fuzz_seconds / 2))" --timeout 600
 step upstream env PYTHONCOWGC=arena "$py" -m test -j2 --timeout 1800 \
     $upstream
 
