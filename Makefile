@@ -61,7 +61,8 @@ COWPY := $(B)/cowpy/bin/python3
 .PHONY: all stock cowpy fetch deps demo test test-ours rebase \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize bench-alloc install export-patches clean distclean \
+        bench-immortalize bench-alloc bench-exit install export-patches \
+        clean distclean \
         cowpy-debug cowpy-asan check-debug check-asan fuzz soak
 
 all: stock cowpy
@@ -358,8 +359,14 @@ bench-alloc: all
 	@$(STOCK) bench/alloc/holes.py $(STOCK) $(COWPY) --rounds 3 \
 	    --json $(RESULTS)/alloc_holes.json | tee $(RESULTS)/alloc_holes.txt
 
+# What a forked worker's exit copies and costs (bench/exit/exit_cost.py).
+bench-exit: all
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/exit/exit_cost.py $(STOCK) $(COWPY) \
+	    | tee $(RESULTS)/exit_cost.txt
+
 bench: bench-probe bench-gc bench-instructions bench-speed bench-prefork \
-       bench-immortalize bench-alloc
+       bench-immortalize bench-alloc bench-exit
 
 clean:
 	rm -rf $(B)/obj $(B)/stock $(B)/cowpy

@@ -72,6 +72,10 @@ typedef struct {
        before it forks: the child inherits it): from then on pages may be
        shared, with children or with the parent. */
     volatile int forked;
+    /* Set in a forked child (pthread_atfork() child handler): at its
+       shutdown the frozen heap it inherited is left alone, as stock
+       leaves it, instead of being freed page by page (#15). */
+    volatile int child;
 } _PyGC_CowState;
 
 extern _PyGC_CowState _PyGC_cow;
@@ -80,6 +84,8 @@ extern _PyGC_CowState _PyGC_cow;
 
 /* gc_cow.c: pthread_atfork() prepare handler; "this process forked". */
 extern void _PyGC_CowNoteFork(void);
+/* gc_cow.c: pthread_atfork() child handler; "this process is a child". */
+extern void _PyGC_CowNoteChild(void);
 /* gc_cow.c: a new runtime (the first, or one after Py_FinalizeEx(), as
    embedders do) starts from the default settings, zero counters and no
    immortal list: the previous runtime's immortal objects are leaked, not

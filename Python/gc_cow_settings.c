@@ -152,7 +152,8 @@ _PyGC_CowInit(PyInterpreterState *interp)
     /* Any fork, also one made from C without PyOS_BeforeFork(). */
     static int atfork_registered;
     if (!atfork_registered) {
-        if (pthread_atfork(_PyGC_CowNoteFork, NULL, NULL) != 0) {
+        if (pthread_atfork(_PyGC_CowNoteFork, NULL,
+                           _PyGC_CowNoteChild) != 0) {
             _PyGC_CowNoteFork();    /* cannot tell: keep pages clean always */
         }
         atfork_registered = 1;

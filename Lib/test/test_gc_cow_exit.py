@@ -1,0 +1,174 @@
+"""Tests for a forked worker's exit under cowpy (Python/gc_cow.c,
+select_path()): a forked child's shutdown leaves the frozen heap it
+inherited alone, as stock does for frozen objects, instead of freeing it
+page by page; what the child made itself is still finalized and flushed;
+a forking parent and a process that never forked keep cowpy's shutdown.
+"""
+
+import gc
+import os
+import sys
+import textwrap
+import unittest
+from test import support
+from test.support import os_helper
+from test.support.script_helper import assert_python_ok
+
+if not hasattr(gc, "get_cow_mode"):
+    raise unittest.SkipTest("not a cowpy interpreter")
+if not hasattr(os, "fork") or not hasattr(os, "wait4"):
+    raise unittest.SkipTest("needs os.fork and os.wait4")
+
+# The parent builds an app-like heap, forks a child that reads part of it
+# and exits with sys.exit(); the parent prints the KiB the child's exit
+# faulted in (minor faults after the child's last report, x 4).
+EXIT_COST = """
+import gc, os, resource, sys
+items = int(sys.argv[1])
+if sys.argv[2] == "freeze-by-hand":
+    gc.set_fork_mode("off")
+class Item:
+    def __init__(self, i):
+        self.name = "item-%d" % i
+        self.tags = ["t%d" % (i % 50), "x" * (i % 13)]
+        self.meta = {"id": i}
+heap = [Item(i) for i in range(items)]
+index = {it.name: it for it in heap}
+if sys.argv[2] == "freeze-by-hand":
+    gc.freeze()
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    sum(it.meta["id"] for it in heap[: items // 20])
+    os.write(w, b"%d" % resource.getrusage(0).ru_minflt)
+    sys.exit(0)
+os.close(w)
+before = int(os.read(r, 100))
+_, status, ru = os.wait4(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0
+print((ru.ru_minflt - before) * 4)
+"""
+
+
+def exit_kib(items, mode):
+    env = {}
+    if mode in ("freeze", "immortal"):
+        env["PYTHONCOWFORK"] = mode
+    rc, out, err = assert_python_ok("-c", EXIT_COST, str(items), mode,
+                                    __isolated=False, **env)
+    return int(out)
+
+
+class ExitTests(unittest.TestCase):
+
+    @support.requires_resource("cpu")
+    def test_exit_copies_little_and_flat(self):
+        # Before: a 200,000-item heap made a cowpy child's exit copy
+        # 115 MiB (300,000 here would copy about 170 MiB).
+        for mode in ("freeze", "immortal", "freeze-by-hand"):
+            with self.subTest(mode=mode):
+                small = exit_kib(50_000, mode)
+                large = exit_kib(300_000, mode)
+                self.assertLess(large, 4096, (small, large))
+                self.assertLess(large - small, 1024, (small, large))
+
+    def check_child(self, body, fork_mode="freeze"):
+        code = textwrap.dedent("""
+            import gc, os, sys
+            def child_then(check):
+                pid = os.fork()
+                if pid == 0:
+                    return True
+                _, status = os.waitpid(pid, 0)
+                check(os.waitstatus_to_exitcode(status))
+                return False
+        """) + textwrap.dedent(body)
+        rc, out, err = assert_python_ok("-c", code, __isolated=False,
+                                        PYTHONCOWFORK=fork_mode)
+        return out.decode().split()
+
+    def test_child_made_cycle_is_finalized(self):
+        for mode in ("freeze", "immortal", "off"):
+            with self.subTest(mode=mode):
+                out = self.check_child("""
+                    inherited = [[i] for i in range(1000)]
+                    gc.freeze()
+                    r, w = os.pipe()
+                    if child_then(lambda status: print("status", status)):
+                        class Fin:
+                            def __del__(self):
+                                os.write(w, b"finalized")
+                        a = Fin(); a.me = a
+                        del a
+                        sys.exit(0)
+                    os.close(w)
+                    print(os.read(r, 100).decode() or "nothing")
+                """, mode)
+                self.assertEqual(out, ["status", "0", "finalized"])
+
+    def test_files_are_flushed(self):
+        # A file the child opened and a buffered file it inherited: both
+        # written by the child, never closed, flushed at its exit (when
+        # module teardown drops them; a __main__ whose functions keep its
+        # dict in a frozen cycle is not torn down, on stock with
+        # gc.freeze() as on cowpy: see docs/design.md, section 8c).
+        path = os.path.abspath(os_helper.TESTFN)
+        self.addCleanup(os_helper.unlink, path)
+        self.addCleanup(os_helper.unlink, path + ".inherited")
+        code = textwrap.dedent(f"""
+            import os, sys
+            inherited = open({path!r} + ".inherited", "wb")
+            pid = os.fork()
+            if pid == 0:
+                own = open({path!r}, "wb")
+                own.write(b"own-data")
+                inherited.write(b"inherited-data")
+                sys.exit(0)
+            os.waitpid(pid, 0)
+            print(open({path!r}, "rb").read().decode() or "empty")
+            print(open({path!r} + ".inherited", "rb").read().decode()
+                  or "empty")
+        """)
+        for mode in ("freeze", "immortal"):
+            with self.subTest(mode=mode):
+                rc, out, err = assert_python_ok("-c", code,
+                                                __isolated=False,
+                                                PYTHONCOWFORK=mode)
+                self.assertEqual(out.decode().split(),
+                                 ["own-data", "inherited-data"])
+
+    def test_exit_status_unchanged(self):
+        out = self.check_child("""
+            data = [[i] for i in range(1000)]
+            if child_then(lambda status: print("exit", status)):
+                sys.exit(3)
+            if child_then(lambda status: print("_exit", status)):
+                os._exit(5)
+        """)
+        self.assertEqual(out, ["exit", "3", "_exit", "5"])
+
+    def test_parent_and_unforked_shutdown_collect_frozen_garbage(self):
+        # cowpy's shutdown stays as it was outside forked children: frozen
+        # cyclic garbage is collected and finalized at exit.
+        for fork_first in (False, True):
+            with self.subTest(fork_first=fork_first):
+                code = textwrap.dedent(f"""
+                    import gc, os
+                    class Fin:
+                        def __del__(self):
+                            os.write(1, b"finalized")
+                    a = Fin(); a.me = a
+                    gc.freeze()
+                    del a
+                    if {fork_first}:
+                        pid = os.fork()
+                        if pid == 0:
+                            os._exit(0)
+                        os.waitpid(pid, 0)
+                """)
+                rc, out, err = assert_python_ok("-c", code)
+                self.assertEqual(out, b"finalized")
+
+
+if __name__ == "__main__":
+    unittest.main()
