@@ -533,7 +533,7 @@ static int
 arena_deduce_unreachable(PyGC_Head **lists, int nlists,
                          PyGC_Head *unreachable, Py_ssize_t *hint)
 {
-    /* gc._cow_fail_arena(n): a collection's arena "cannot be mapped". */
+    /* cow_fail_arena(n): a collection's arena "cannot be mapped". */
     if (_PyGC_cow.inject_failures > 0) {
         _PyGC_cow.inject_failures--;
         return -1;

@@ -56,12 +56,13 @@ typedef struct {
     size_t max_arena_bytes;
     /* Immortalizing walks at fork that ran out of memory. */
     Py_ssize_t immortalize_failures;
-    /* gc._cow_fail_arena(n): the next n arena allocations fail (tests). */
+    /* _testinternalcapi.cow_fail_arena(n): the next n arena allocations
+       fail (tests). */
     Py_ssize_t inject_failures;
     /* Differential oracle (debug builds, PYTHONCOWORACLE=1): on, checks
-       done, and gc._cow_break_arena(n): the next n side-arena collections
-       keep one garbage object as if reachable (a leak, never a crash),
-       which the oracle must report (tests). */
+       done, and _testinternalcapi.cow_break_arena(n): the next n
+       side-arena collections keep one garbage object as if reachable (a
+       leak, never a crash), which the oracle must report (tests). */
     int oracle;
     Py_ssize_t oracle_checks;
     Py_ssize_t inject_oracle_break;

@@ -412,10 +412,33 @@ gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
         "forked", PyBool_FromLong(_PyGC_cow.forked));
 }
 
-/* Test hooks (private; for Lib/test/test_gc_cow.py).  The counters make
-   the next n side-arena collections fail to allocate their arena
-   (_cow_fail_arena) or keep one garbage object alive, a leak the
-   differential oracle must report (_cow_break_arena). */
+PyMethodDef _PyGC_CowMethods[] = {
+    {"get_cow_mode", gc_get_cow_mode, METH_NOARGS, get_cow_mode__doc__},
+    {"set_cow_mode", gc_set_cow_mode, METH_O, set_cow_mode__doc__},
+    {"get_freeze_at_fork", gc_get_freeze_at_fork, METH_NOARGS,
+     get_freeze_at_fork__doc__},
+    {"set_freeze_at_fork", gc_set_freeze_at_fork, METH_O,
+     set_freeze_at_fork__doc__},
+    {"get_fork_mode", gc_get_fork_mode, METH_NOARGS, get_fork_mode__doc__},
+    {"set_fork_mode", gc_set_fork_mode, METH_O, set_fork_mode__doc__},
+    {"is_immortal", gc_is_immortal, METH_O, is_immortal__doc__},
+    {"get_shared_threshold", gc_get_shared_threshold, METH_NOARGS,
+     get_shared_threshold__doc__},
+    {"set_shared_threshold", gc_set_shared_threshold, METH_O,
+     set_shared_threshold__doc__},
+    {"get_shared_stats", gc_get_shared_stats, METH_NOARGS,
+     get_shared_stats__doc__},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ------------------------------------------------------- test hooks */
+
+/* For cowpy's tests only, so they are not in the gc module, where
+   production code could call them: _testinternalcapi adds these
+   (patch 0012), as CPython keeps its own test hooks there.  The counters
+   make the next n side-arena collections fail to allocate their arena
+   (cow_fail_arena) or keep one garbage object alive, a leak the
+   differential oracle must report (cow_break_arena). */
 static PyObject *
 set_test_counter(PyObject *arg, const char *fname, Py_ssize_t *counter)
 {
@@ -430,14 +453,14 @@ set_test_counter(PyObject *arg, const char *fname, Py_ssize_t *counter)
 static PyObject *
 gc_cow_fail_arena(PyObject *module, PyObject *arg)
 {
-    return set_test_counter(arg, "_cow_fail_arena",
+    return set_test_counter(arg, "cow_fail_arena",
                             &_PyGC_cow.inject_failures);
 }
 
 static PyObject *
 gc_cow_break_arena(PyObject *module, PyObject *arg)
 {
-    return set_test_counter(arg, "_cow_break_arena",
+    return set_test_counter(arg, "cow_break_arena",
                             &_PyGC_cow.inject_oracle_break);
 }
 
@@ -456,7 +479,7 @@ gc_cow_set_forked(PyObject *module, PyObject *arg)
 {
     if (!PyBool_Check(arg)) {
         PyErr_Format(PyExc_TypeError,
-                     "_cow_set_forked() argument must be bool, not %.200s",
+                     "cow_set_forked() argument must be bool, not %.200s",
                      Py_TYPE(arg)->tp_name);
         return NULL;
     }
@@ -465,31 +488,16 @@ gc_cow_set_forked(PyObject *module, PyObject *arg)
     return PyBool_FromLong(old);
 }
 
-PyMethodDef _PyGC_CowMethods[] = {
-    {"get_cow_mode", gc_get_cow_mode, METH_NOARGS, get_cow_mode__doc__},
-    {"set_cow_mode", gc_set_cow_mode, METH_O, set_cow_mode__doc__},
-    {"get_freeze_at_fork", gc_get_freeze_at_fork, METH_NOARGS,
-     get_freeze_at_fork__doc__},
-    {"set_freeze_at_fork", gc_set_freeze_at_fork, METH_O,
-     set_freeze_at_fork__doc__},
-    {"get_fork_mode", gc_get_fork_mode, METH_NOARGS, get_fork_mode__doc__},
-    {"set_fork_mode", gc_set_fork_mode, METH_O, set_fork_mode__doc__},
-    {"is_immortal", gc_is_immortal, METH_O, is_immortal__doc__},
-    {"get_shared_threshold", gc_get_shared_threshold, METH_NOARGS,
-     get_shared_threshold__doc__},
-    {"set_shared_threshold", gc_set_shared_threshold, METH_O,
-     set_shared_threshold__doc__},
-    {"get_shared_stats", gc_get_shared_stats, METH_NOARGS,
-     get_shared_stats__doc__},
-    {"_cow_fail_arena", gc_cow_fail_arena, METH_O,
+PyMethodDef _PyGC_CowTestMethods[] = {
+    {"cow_fail_arena", gc_cow_fail_arena, METH_O,
      "Make the arena allocations of the next n side-arena collections\n"
      "fail (for tests)."},
-    {"_cow_oracle", gc_cow_oracle, METH_NOARGS,
+    {"cow_oracle", gc_cow_oracle, METH_NOARGS,
      "Whether the differential GC oracle is on (debug builds)."},
-    {"_cow_break_arena", gc_cow_break_arena, METH_O,
+    {"cow_break_arena", gc_cow_break_arena, METH_O,
      "Make the next n side-arena collections keep one garbage object\n"
      "alive, so that the differential oracle must report it (for tests)."},
-    {"_cow_set_forked", gc_cow_set_forked, METH_O,
+    {"cow_set_forked", gc_cow_set_forked, METH_O,
      "Set whether shared collections act as in a process that forked\n"
      "(scratch in the side arena) or not (in the headers); return the\n"
      "previous value (for tests)."},

@@ -45,8 +45,10 @@ else:
     gc.collect()
     if what == "shared":
         gc.freeze()
-        if hasattr(gc, "_cow_set_forked"):
-            gc._cow_set_forked(True)    # a forked worker's shared collections
+        if hasattr(gc, "get_cow_mode"):
+            # A forked worker's shared collections (scratch in the arena).
+            import _testinternalcapi
+            _testinternalcapi.cow_set_forked(True)
     # "full1" and "shared" run 4 collections after the first, "full" 3.
     for _ in range(3 if what == "full" else 4):
         gc.collect()

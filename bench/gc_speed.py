@@ -88,7 +88,11 @@ res["full"] = median_collect(5)
 gc.freeze()
 # cowpy: as in a forked worker (scratch in the side arena), then as in a
 # process that never forked (scratch in the headers, as stock keeps it).
-set_forked = getattr(gc, "_cow_set_forked", None)
+try:
+    import _testinternalcapi
+    set_forked = getattr(_testinternalcapi, "cow_set_forked", None)
+except ImportError:
+    set_forked = None
 if set_forked:
     set_forked(True)
 res["shared"] = median_collect(5)

@@ -116,6 +116,10 @@ extern void _PyGC_CowAfterForkChild(PyThreadState *tstate);
 /* The gc module's cowpy functions, added by gcmodule_exec(). */
 extern PyMethodDef _PyGC_CowMethods[];
 
+/* Test hooks (cow_fail_arena(), cow_break_arena(), cow_oracle(),
+   cow_set_forked()), added by _testinternalcapi: exported for it. */
+PyAPI_DATA(PyMethodDef) _PyGC_CowTestMethods[];
+
 #ifdef __cplusplus
 }
 #endif

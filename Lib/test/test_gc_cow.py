@@ -23,7 +23,7 @@ from test import support
 from test.support import import_helper
 from test.support.script_helper import assert_python_ok, assert_python_failure
 from test.support.cow_helper import (CowTestCase, Cycle, make_cycle, mode,
-                                     run_in_child)
+                                     run_in_child, testcow)
 
 if not hasattr(gc, "get_cow_mode"):
     raise unittest.SkipTest("not a cowpy interpreter")
@@ -121,16 +121,24 @@ class APITests(CowTestCase):
             self.assertGreaterEqual(v, 0)
 
     def test_set_forked_hook(self):
-        old = gc._cow_set_forked(True)
-        self.addCleanup(gc._cow_set_forked, old)
-        self.assertIs(gc._cow_set_forked(False), True)
+        old = testcow.cow_set_forked(True)
+        self.addCleanup(testcow.cow_set_forked, old)
+        self.assertIs(testcow.cow_set_forked(False), True)
         self.assertIs(gc.get_shared_stats()["forked"], False)
         with self.assertRaisesRegex(TypeError, "must be bool, not int"):
-            gc._cow_set_forked(1)
+            testcow.cow_set_forked(1)
         with self.assertRaisesRegex(TypeError, "must be bool"):
-            gc._cow_set_forked(None)
+            testcow.cow_set_forked(None)
         with self.assertRaisesRegex(ValueError, "must not be negative"):
-            gc._cow_fail_arena(-1)
+            testcow.cow_fail_arena(-1)
+
+    def test_test_hooks_not_in_gc(self):
+        # Hooks that make collections fail or leak are for tests only.
+        self.assertEqual([n for n in dir(gc) if "cow_" in n and
+                          n.startswith("_")], [])
+        for name in ("cow_fail_arena", "cow_break_arena", "cow_oracle",
+                     "cow_set_forked"):
+            self.assertTrue(callable(getattr(testcow, name)))
 
     def test_upstream_signatures_unchanged(self):
         self.assertIsNone(gc.freeze())
@@ -389,7 +397,7 @@ class SharedCollectionTests(CowTestCase):
         young_wr = weakref.ref(young)
         young = None
         before = gc.get_shared_stats()["fallbacks"]
-        gc._cow_fail_arena(1)
+        testcow.cow_fail_arena(1)
         gc.collect()
         # The arena could not be had: young garbage collected in-header,
         # the frozen garbage left for the next shared collection.
@@ -404,7 +412,7 @@ class SharedCollectionTests(CowTestCase):
             c = make_cycle("h")
             wr = weakref.ref(c)
             del c
-            gc._cow_fail_arena(1)
+            testcow.cow_fail_arena(1)
             gc.collect(0)
             self.assertIsNone(wr())
 
@@ -444,8 +452,8 @@ class SharedCollectionTests(CowTestCase):
 
 
     def pin_arena(self):
-        old = gc._cow_set_forked(True)
-        self.addCleanup(gc._cow_set_forked, old)
+        old = testcow.cow_set_forked(True)
+        self.addCleanup(testcow.cow_set_forked, old)
 
     def test_scratch_placement(self):
         holder = [make_cycle("s")]
@@ -592,7 +600,7 @@ class ForkTests(CowTestCase):
         finally:
             del heap, lists
 
-    @unittest.skipIf(gc._cow_oracle(), "the differential oracle runs the "
+    @unittest.skipIf(testcow.cow_oracle(), "the differential oracle runs the "
                      "in-header algorithm too, which writes every header")
     @unittest.skipUnless(allocator() in ("pymalloc", "pymalloc_debug"),
                          "the sample relies on pymalloc's full pools "
@@ -892,6 +900,7 @@ class OracleTests(unittest.TestCase):
 
     CODE = textwrap.dedent("""
         import gc, sys
+        import _testinternalcapi as testcow
         class Node:
             pass
         keep = []
@@ -902,7 +911,7 @@ class OracleTests(unittest.TestCase):
                 keep.append(a)
         gc.freeze()
         del keep[::2]
-        gc._cow_break_arena(int(sys.argv[1]))
+        testcow.cow_break_arena(int(sys.argv[1]))
         print(gc.collect() > 0, gc.get_shared_stats()["oracle_checks"] > 0)
     """)
 
@@ -930,7 +939,8 @@ class OracleTests(unittest.TestCase):
             "-c", "pass", __isolated=False, PYTHONCOWORACLE="yes")
         self.assertIn(b"PYTHONCOWORACLE: invalid value; expected 0 or 1", err)
         rc, out, err = assert_python_ok(
-            "-c", "import gc; print(gc._cow_oracle())", __isolated=False,
+            "-c", "import _testinternalcapi as t; print(t.cow_oracle())",
+            __isolated=False,
             PYTHONCOWORACLE="0")
         self.assertEqual(out.strip(), b"False")
         if not support.Py_DEBUG:

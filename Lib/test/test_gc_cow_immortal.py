@@ -286,7 +286,8 @@ class ImmortalizeTests(CowTestCase):
         """check_in_subprocess(), with the roots found where this class
         finds them (headers or side arena)."""
         return self.check_in_subprocess(
-            f"import gc; gc._cow_set_forked({self.FORKED})\n"
+            f"import gc, _testinternalcapi\n"
+            f"_testinternalcapi.cow_set_forked({self.FORKED})\n"
             + textwrap.dedent(body))
 
     def test_freeze_from_a_finalizer_during_a_collection(self):

@@ -135,7 +135,11 @@ except ImportError:
 
 HAS_COW = hasattr(gc, "get_cow_mode")
 HAS_IMMORTAL = HAS_COW and hasattr(gc, "is_immortal")
-HAS_FAIL_ARENA = hasattr(gc, "_cow_fail_arena")
+try:
+    import _testinternalcapi as _testcow
+except ImportError:
+    _testcow = None
+HAS_FAIL_ARENA = hasattr(_testcow, "cow_fail_arena")
 HAS_FORK = hasattr(os, "fork")
 
 DEFAULT_STEPS = 150
@@ -1308,7 +1312,7 @@ class Case:
 
     def op_fail_arena(self):
         n = self.rng.randint(1, 2)
-        gc._cow_fail_arena(n)
+        _testcow.cow_fail_arena(n)
         return str(n)
 
     def op_release(self):

@@ -8,6 +8,10 @@ import json
 import os
 import unittest
 from test import support
+from test.support import import_helper
+
+# cowpy's collector test hooks (cow_set_forked(), cow_fail_arena(), ...).
+testcow = import_helper.import_module("_testinternalcapi")
 
 
 class mode:
@@ -77,8 +81,8 @@ class CowTestCase(unittest.TestCase):
 
     def setUp(self):
         if self.FORKED is not None:
-            old = gc._cow_set_forked(self.FORKED)
-            self.addCleanup(gc._cow_set_forked, old)
+            old = testcow.cow_set_forked(self.FORKED)
+            self.addCleanup(testcow.cow_set_forked, old)
         gc.collect()
         self.addCleanup(gc.unfreeze)
         self.addCleanup(gc.set_freeze_at_fork, gc.get_freeze_at_fork())
