@@ -775,11 +775,23 @@ _PyGC_CowNoteFork(void)
     _PyGC_cow.forked = 1;
 }
 
-/* pthread_atfork() child handler: one store, async-signal-safe. */
+/* pthread_atfork() child handler: stores only, async-signal-safe (no
+   collection, no lock, no allocation here: the GIL may not be held). */
 void
 _PyGC_CowNoteChild(void)
 {
     _PyGC_cow.child = 1;
+    if (!_PyGC_cow.announcing) {
+        _PyGC_cow.unannounced = 1;
+    }
+    _PyGC_cow.announcing = 0;
+}
+
+/* pthread_atfork() parent handler. */
+void
+_PyGC_CowNoteParent(void)
+{
+    _PyGC_cow.announcing = 0;
 }
 
 /* ------------------------------------------- roots of the immortal walk */
@@ -1206,6 +1218,7 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
     if (_PyGC_cow.fork_mode == COW_FORK_OFF) {
         /* Also where pthread_atfork() is missing. */
         _PyGC_CowNoteFork();
+        _PyGC_cow.announcing = 1;
         return;
     }
     note_freeze(&interp->gc);
@@ -1220,6 +1233,7 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
     /* Only now: before fork() itself no page is shared, so the first
        fork's immortalizing walk may keep its scratch in the headers. */
     _PyGC_CowNoteFork();
+    _PyGC_cow.announcing = 1;
 }
 
 
@@ -1230,9 +1244,33 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
    address. */
 static PyThreadState *collecting_tstate;
 
+/* The first collection of a child whose fork was not announced (see
+   _PyGC_CowNoteChild()): freeze, as freeze at fork would have, and set
+   the allocator's pools aside, now that the GIL is held.  Before it
+   selects a generation, so the collection then sees the frozen heap as
+   any collection after an announced fork does.  The immortal mode's
+   walk needs the announced fork (it must run in the parent, before any
+   page is shared): such a child only freezes. */
+static void
+after_unannounced_fork(PyInterpreterState *interp)
+{
+    _PyGC_cow.unannounced = 0;
+    _PyGC_cow.unannounced_forks++;
+    if (_PyGC_cow.mode != COW_MODE_STOCK
+        && _PyGC_cow.fork_mode != COW_FORK_OFF)
+    {
+        note_freeze(&interp->gc);
+        _PyGC_Freeze(interp);
+    }
+    _PyObject_CowAllocAfterForkChild(interp);
+}
+
 void
 _PyGC_CowCollectionStarted(PyThreadState *tstate)
 {
+    if (_PyGC_cow.unannounced && _Py_IsMainInterpreter(tstate->interp)) {
+        after_unannounced_fork(tstate->interp);
+    }
     if (_Py_IsMainInterpreter(tstate->interp)) {
         collecting_tstate = tstate;
     }
@@ -1292,7 +1330,9 @@ void
 _PyGC_CowAfterForkChild(PyThreadState *tstate)
 {
     GCState *gcstate = &tstate->interp->gc;
-    _PyGC_CowNoteChild();       /* also where pthread_atfork() is missing */
+    /* Also where pthread_atfork() is missing; whether the fork was
+       announced is the atfork child handler's to say. */
+    _PyGC_cow.child = 1;
     if (_Py_IsMainInterpreter(tstate->interp)
         && _Py_atomic_load_int_relaxed(&gcstate->collecting)
         && collecting_tstate != tstate)

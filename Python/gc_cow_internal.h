@@ -77,6 +77,15 @@ typedef struct {
        shutdown the frozen heap it inherited is left alone, as stock
        leaves it, instead of being freed page by page (#15). */
     volatile int child;
+    /* Fork announcements (pthread_atfork() handlers; #14): set by
+       _PyGC_CowBeforeFork() for the fork that follows and cleared by the
+       parent and child handlers; a child whose fork was not announced
+       (a C fork() without PyOS_BeforeFork(), e.g. uWSGI without its fork
+       hooks) sets `unannounced`, and its first collection does what
+       freeze at fork would have done. */
+    volatile int announcing;
+    volatile int unannounced;
+    Py_ssize_t unannounced_forks;
 } _PyGC_CowState;
 
 extern _PyGC_CowState _PyGC_cow;
@@ -85,8 +94,9 @@ extern _PyGC_CowState _PyGC_cow;
 
 /* gc_cow.c: pthread_atfork() prepare handler; "this process forked". */
 extern void _PyGC_CowNoteFork(void);
-/* gc_cow.c: pthread_atfork() child handler; "this process is a child". */
+/* gc_cow.c: pthread_atfork() child and parent handlers. */
 extern void _PyGC_CowNoteChild(void);
+extern void _PyGC_CowNoteParent(void);
 /* gc_cow.c: a new runtime (the first, or one after Py_FinalizeEx(), as
    embedders do) starts from the default settings, zero counters and no
    immortal list: the previous runtime's immortal objects are leaked, not

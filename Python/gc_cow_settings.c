@@ -152,7 +152,7 @@ _PyGC_CowInit(PyInterpreterState *interp)
     /* Any fork, also one made from C without PyOS_BeforeFork(). */
     static int atfork_registered;
     if (!atfork_registered) {
-        if (pthread_atfork(_PyGC_CowNoteFork, NULL,
+        if (pthread_atfork(_PyGC_CowNoteFork, _PyGC_CowNoteParent,
                            _PyGC_CowNoteChild) != 0) {
             _PyGC_CowNoteFork();    /* cannot tell: keep pages clean always */
         }
@@ -390,6 +390,8 @@ PyDoc_STRVAR(get_shared_stats__doc__,
 "  PYTHONCOWORACLE=1; always 0 otherwise); header_collections: shared\n"
 "  collections that kept their scratch in the object headers, as stock\n"
 "  does, because the process had not forked yet (no page was shared);\n"
+"  unannounced_forks: 1 in a child forked without PyOS_BeforeFork() (a C\n"
+"  fork()) once its first collection froze the heap it inherited;\n"
 "  forked: whether the process has forked (or descends from a fork):\n"
 "  from then on shared collections use the side arena.");
 
@@ -397,7 +399,7 @@ static PyObject *
 gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     return Py_BuildValue(
-        "{snsnsnsnsnsnsnsnsnsnsnsN}",
+        "{snsnsnsnsnsnsnsnsnsnsnsnsN}",
         "collections", _PyGC_cow.shared_collections,
         "collected", _PyGC_cow.shared_collected,
         "uncollectable", _PyGC_cow.shared_uncollectable,
@@ -409,6 +411,7 @@ gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
         "immortalized", _PyGC_CowImmortalized(),
         "oracle_checks", _PyGC_cow.oracle_checks,
         "header_collections", _PyGC_cow.header_collections,
+        "unannounced_forks", _PyGC_cow.unannounced_forks,
         "forked", PyBool_FromLong(_PyGC_cow.forked));
 }
 

@@ -11,6 +11,7 @@
 """
 
 import gc
+import json
 import os
 import signal
 import struct
@@ -114,7 +115,8 @@ class APITests(CowTestCase):
             "collections", "collected", "uncollectable",
             "arena_collections", "fallbacks", "last_examined",
             "last_arena_bytes", "max_arena_bytes", "immortalized",
-            "oracle_checks", "header_collections", "forked"})
+            "oracle_checks", "header_collections", "unannounced_forks",
+            "forked"})
         self.assertIsInstance(stats.pop("forked"), bool)
         for v in stats.values():
             self.assertIsInstance(v, int)
@@ -535,6 +537,60 @@ class ScratchPlacementTests(unittest.TestCase):
         self.assertEqual(self.run_code("c"), [
             ["fresh", "False", "True", "1", "0", "True"],
             ["parent", "True", "True", "0", "1", "True"]])
+
+
+@unittest.skipUnless(hasattr(os, "fork"), "needs os.fork")
+class UnannouncedForkTests(unittest.TestCase):
+    """A child forked from C without PyOS_BeforeFork() (uWSGI without its
+    fork hooks, an extension calling fork()) freezes the heap it
+    inherited at its first collection, and sets the allocator's pools
+    aside; an announced fork is not counted."""
+
+    CODE = textwrap.dedent("""
+        import ctypes, gc, json, os, sys
+        data = [[i] for i in range(20000)]
+        r, w = os.pipe()
+        if sys.argv[1] == "c":
+            pid = ctypes.CDLL(None).fork()  # no PyOS_BeforeFork()
+        else:
+            pid = os.fork()
+        if pid == 0:
+            before = gc.get_freeze_count()
+            gc.collect(0)
+            res = [before, gc.get_freeze_count() >= 20000,
+                   gc.get_shared_stats()["unannounced_forks"],
+                   sys._cow_alloc_stats()["forks"]]
+            os.write(w, json.dumps(res).encode())
+            os._exit(0)
+        os.close(w)
+        os.waitpid(pid, 0)
+        child = json.loads(os.read(r, 1000))
+        print(json.dumps(child + [gc.get_shared_stats()["unannounced_forks"],
+                                  gc.get_freeze_count() > 0]))
+    """)
+
+    def run_code(self, how, fork_mode):
+        import_helper.import_module("ctypes")
+        rc, out, err = assert_python_ok("-c", self.CODE, how,
+                                        __isolated=False,
+                                        PYTHONCOWFORK=fork_mode)
+        return json.loads(out)
+
+    def test_c_fork(self):
+        # child: nothing frozen before its first collection, everything
+        # after, one unannounced fork, one set-aside; the parent: none.
+        self.assertEqual(self.run_code("c", "freeze"),
+                         [0, True, 1, 1, 0, False])
+
+    def test_c_fork_off_mode(self):
+        # Fork mode off: counted and set aside, nothing frozen.
+        self.assertEqual(self.run_code("c", "off"),
+                         [0, False, 1, 1, 0, False])
+
+    def test_announced_fork_not_counted(self):
+        res = self.run_code("os", "freeze")
+        self.assertEqual(res[2], 0)
+        self.assertEqual(res[4], 0)
 
 
 @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork")
