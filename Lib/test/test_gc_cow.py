@@ -199,8 +199,8 @@ class ReinitTests(unittest.TestCase):
 
     def test_repeated_init(self):
         import sysconfig
-        embed = os.path.join(sysconfig.get_config_var("abs_builddir") or "",
-                             "Programs", "_testembed")
+        builddir = sysconfig.get_config_var("abs_builddir") or ""
+        embed = os.path.join(builddir, "Programs", "_testembed")
         if not os.path.exists(embed):
             self.skipTest("Programs/_testembed not found (not a build tree)")
         first = ("import gc; gc.set_cow_mode('arena'); "
@@ -211,10 +211,15 @@ class ReinitTests(unittest.TestCase):
                   "and 'cowpy_reinit' in o); "
                   "print(gc.get_cow_mode(), n, "
                   "gc.get_shared_stats()['immortalized'])")
-        env = dict(os.environ, PYTHONHOME=sys.base_prefix)
+        env = dict(os.environ)
+        if not sysconfig.is_python_build():
+            # An installed interpreter: its _testembed, in the build tree,
+            # finds the installed standard library through PYTHONHOME.
+            env["PYTHONHOME"] = sys.base_prefix
         proc = subprocess.run([embed, "test_repeated_init_exec", first,
                                second], capture_output=True, text=True,
-                              env=env, timeout=support.SHORT_TIMEOUT)
+                              env=env, cwd=builddir,   # as test_embed
+                              timeout=support.SHORT_TIMEOUT)
         self.assertEqual(proc.returncode, 0, proc.stderr)
         self.assertEqual(proc.stdout.split(), ["default", "0", "0"])
 
