@@ -58,10 +58,11 @@ run = $(1) >$(strip $(2)) 2>&1 || { echo "failed; the end of $(strip $(2)):"; \
 STOCK := $(B)/stock/bin/python3
 COWPY := $(B)/cowpy/bin/python3
 
-.PHONY: all stock cowpy fetch deps demo test test-ours rebase \
+.PHONY: all stock cowpy fetch deps demo test test-ours rebase uwsgi \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize bench-alloc bench-exit install export-patches \
+        bench-immortalize bench-alloc bench-exit bench-uwsgi install \
+        export-patches \
         clean distclean \
         cowpy-debug cowpy-asan check-debug check-asan fuzz soak
 
@@ -252,6 +253,25 @@ soak: all
 	    --csv $(RESULTS)/reliability/soak.csv
 	@$(COWPY) Tools/make/reliability_doc.py soak
 
+# ---------------------------------------------------------------- uWSGI
+# uWSGI (upstream/uwsgi.pin: Debian's source, verified and cached like
+# CPython's) built against each twin: build/uwsgi/{stock,cowpy}/uwsgi.
+# Its embedded Python is the twin's static libpython, so it is rebuilt
+# when the twin is reinstalled.
+UWSGI_TARBALL := $(B)/$(shell sed -n 's/^TARBALL=//p' upstream/uwsgi.pin)
+$(UWSGI_TARBALL):
+	$(call say,FETCH,$(notdir $@) (size and sha256 verified))
+	$(Q)mkdir -p $(B)
+	$(Q)src=$$(upstream/fetch.sh upstream/uwsgi.pin 2>$(B)/fetch-uwsgi.log) \
+	    || { cat $(B)/fetch-uwsgi.log; exit 1; }; ln -sf "$$src" $@
+$(B)/uwsgi/%/uwsgi: $(B)/%/.installed $(UWSGI_TARBALL) upstream/uwsgi.pin
+	$(call say,UWSGI,build/uwsgi/$*/uwsgi (log: build/uwsgi/$*/build.log))
+	$(Q)rm -rf $(B)/uwsgi/$* && mkdir -p $(B)/uwsgi/$*
+	$(Q)tar -xzf $(UWSGI_TARBALL) -C $(B)/uwsgi/$* --strip-components=1
+	$(Q)cd $(B)/uwsgi/$* && $(call run,PATH=$(CCPATH) UWSGI_PROFILE=pyonly \
+	    $(B)/$*/bin/python3 uwsgiconfig.py --build,$(B)/uwsgi/$*/build.log)
+uwsgi: all $(B)/uwsgi/stock/uwsgi $(B)/uwsgi/cowpy/uwsgi
+
 # ---------------------------------------------------------------- install
 # A separate object dir configured for PREFIX, so every path baked into the
 # installation (sysconfig, scripts' shebangs, pkg-config) is PREFIX's.
@@ -296,10 +316,10 @@ demo: deps all
 	$(call say,PROBE,bench/cow_probe.py: stock vs cowpy)
 	$(Q)$(STOCK) bench/cow_probe.py --compare $(STOCK) $(COWPY)
 
-test: all cowpy-debug
+test: all cowpy-debug uwsgi
 	@$(ROOT)/Tools/make/run_tests.sh
 
-test-ours: all cowpy-debug
+test-ours: all cowpy-debug uwsgi
 	@COWPY_SKIP_UPSTREAM=1 $(ROOT)/Tools/make/run_tests.sh
 
 RESULTS := $(ROOT)/bench/results
@@ -365,8 +385,13 @@ bench-exit: all
 	@$(STOCK) bench/exit/exit_cost.py $(STOCK) $(COWPY) \
 	    | tee $(RESULTS)/exit_cost.txt
 
+# uWSGI in every mode (bench/uwsgi/run.py).
+bench-uwsgi: uwsgi
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/uwsgi/run.py | tee $(RESULTS)/uwsgi.txt
+
 bench: bench-probe bench-gc bench-instructions bench-speed bench-prefork \
-       bench-immortalize bench-alloc bench-exit
+       bench-immortalize bench-alloc bench-exit bench-uwsgi
 
 clean:
 	rm -rf $(B)/obj $(B)/stock $(B)/cowpy

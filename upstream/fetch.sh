@@ -1,5 +1,6 @@
 #!/bin/sh
-# Fetch and verify the pinned CPython tarball; print its path on stdout.
+# Fetch and verify the pinned CPython tarball (or the source a PINFILE
+# given as argument names); print its path on stdout.
 #
 # Sources, tried in order, each checked for size and sha256 before it is
 # accepted (nothing is ever unpacked from an unverified file):
@@ -17,7 +18,10 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-. "$here/pin"
+# Another pinned source than CPython's: upstream/fetch.sh PINFILE (same
+# keys; an empty URL skips source 2).
+pinfile=${1:-$here/pin}
+. "$pinfile"
 . "$here/debian.sh"
 
 cache=${COWPY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cowpy}
@@ -66,7 +70,9 @@ if [ -f "$dest" ]; then
 fi
 
 # 2. upstream URL
-if command -v curl >/dev/null 2>&1; then
+if [ -z "$url" ]; then
+    :
+elif command -v curl >/dev/null 2>&1; then
     say "trying $url"
     if curl -fsSL --connect-timeout 5 --max-time 900 -o "$work/dl" "$url" \
             2>"$work/curl.err"; then
