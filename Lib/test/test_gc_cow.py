@@ -823,24 +823,32 @@ class FaultTests(unittest.TestCase):
             check_live()
         """)
 
+    # A second thread's collection waits in a finalizer while the main
+    # thread forks; the script goes on with the child and the parent.
+    FORK_DURING_COLLECTION = textwrap.dedent("""
+        in_finalizer = threading.Event()
+        release = threading.Event()
+        class Blocker(Node):
+            def __del__(self):
+                in_finalizer.set()
+                release.wait()
+        def collector():
+            garbage = make_pair(Blocker, 0)
+            del garbage
+            gc.collect()
+        t = threading.Thread(target=collector)
+        t.start()
+        in_finalizer.wait()
+        pid = os.fork()
+    """)
+
+    def run_fork_during_collection(self, body):
+        self.run_script(self.FORK_DURING_COLLECTION + textwrap.dedent(body))
+
     def test_fork_while_another_thread_collects(self):
         # Stock 3.13 leaves gcstate->collecting set in such a child, which
         # then never collects a cycle (patch 0010).
-        self.run_script("""
-            in_finalizer = threading.Event()
-            release = threading.Event()
-            class Blocker(Node):
-                def __del__(self):
-                    in_finalizer.set()
-                    release.wait()
-            def collector():
-                garbage = make_pair(Blocker, 0)
-                del garbage
-                gc.collect()
-            t = threading.Thread(target=collector)
-            t.start()
-            in_finalizer.wait()
-            pid = os.fork()
+        self.run_fork_during_collection("""
             if pid == 0:
                 garbage = make_pair(Mortal, -2)
                 wr = weakref.ref(garbage)
@@ -859,21 +867,7 @@ class FaultTests(unittest.TestCase):
         # collected: the child must put them back on a real list with
         # clean flags, or its next collection counts references into
         # their list links and an untrack follows a broken pointer.
-        self.run_script("""
-            in_finalizer = threading.Event()
-            release = threading.Event()
-            class Blocker(Node):
-                def __del__(self):
-                    in_finalizer.set()
-                    release.wait()
-            def collector():
-                garbage = make_pair(Blocker, 0)
-                del garbage
-                gc.collect()
-            t = threading.Thread(target=collector)
-            t.start()
-            in_finalizer.wait()
-            pid = os.fork()
+        self.run_fork_during_collection("""
             if pid == 0:
                 stray = [o for o in gc.get_objects()
                          if type(o) is Blocker]
