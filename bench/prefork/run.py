@@ -104,7 +104,7 @@ class Mode:
 # Add a mode here to run it (--modes NAME selects it).
 MODES = [
     Mode("stock", "stock", {}, [],
-         "stock 3.13.5, no application change"),
+         "stock, no application change"),
     Mode("stock+hooks", "stock", {}, ["-c", FREEZE_HOOKS],
          "stock + freeze_hooks.py (gc.disable at import, gc.freeze in "
          "pre_fork, gc.enable in post_fork)"),
