@@ -61,7 +61,7 @@ COWPY := $(B)/cowpy/bin/python3
 .PHONY: all stock cowpy fetch deps demo test test-ours rebase uwsgi \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize bench-alloc bench-exit bench-uwsgi install \
+        bench-immortalize bench-alloc bench-exit bench-refork bench-uwsgi install \
         export-patches \
         clean distclean \
         cowpy-debug cowpy-asan check-debug check-asan fuzz soak
@@ -384,6 +384,12 @@ bench-exit: all
 	@mkdir -p $(RESULTS)
 	@$(STOCK) bench/exit/exit_cost.py $(STOCK) $(COWPY) \
 	    | tee $(RESULTS)/exit_cost.txt
+
+# A process that forks again and again while it holds request data (#18).
+bench-refork: all
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/refork/refork_leak.py $(STOCK) $(COWPY) \
+	    | tee $(RESULTS)/refork.txt
 
 # uWSGI in every mode (bench/uwsgi/run.py).
 bench-uwsgi: uwsgi

@@ -40,6 +40,7 @@
 #include "Python.h"
 #include "pycore_dict.h"          // PyDictValues.embedded
 #include "pycore_gc.h"
+#include "pycore_frame.h"        // _PyInterpreterFrame
 #include "pycore_gc_cow.h"
 #include "gc_cow_internal.h"      // cow_list_move()
 #include "pycore_hashtable.h"      // _Py_hashtable_t (oracle)
@@ -781,6 +782,7 @@ void
 _PyGC_CowNoteChild(void)
 {
     _PyGC_cow.child = 1;
+    _PyGC_cow.fork_walked = 0;
     if (!_PyGC_cow.announcing) {
         _PyGC_cow.unannounced = 1;
     }
@@ -810,17 +812,49 @@ _PyGC_CowNoteParent(void)
    unreachable lists still carry PREV_MASK_COLLECTING, so the header
    scratch would count their references into their _gc_prev, which is a
    link gc.c still follows. */
+/* visit() each object the running frames of the interpreter's threads
+   hold in their local variables (fast locals, cells, free variables).
+   Frames of generators and coroutines are left out: their owner's
+   tp_traverse visits them already.  The value stack is left out too
+   (its depth is not saved while a frame calls into C): what it holds
+   stays a root, which only means it may become immortal. */
+static void
+visit_frame_locals(PyInterpreterState *interp, visitproc visit, void *arg)
+{
+    for (PyThreadState *t = interp->threads.head; t != NULL; t = t->next) {
+        for (_PyInterpreterFrame *f = t->current_frame; f != NULL;
+             f = f->previous)
+        {
+            if (f->owner != FRAME_OWNED_BY_THREAD
+                || !PyCode_Check(f->f_executable))
+            {
+                continue;
+            }
+            int n = ((PyCodeObject *)f->f_executable)->co_nlocalsplus;
+            for (int i = 0; i < n; i++) {
+                if (f->localsplus[i] != NULL) {
+                    (void)visit(f->localsplus[i], arg);
+                }
+            }
+        }
+    }
+}
+
 int
-_PyGC_CowExternalRoots(PyGC_Head **lists, int nlists, _PyGC_CowRootFn fn,
-                       void *arg)
+_PyGC_CowExternalRoots(PyGC_Head **lists, int nlists, int frames,
+                       _PyGC_CowRootFn fn, void *arg)
 {
     Py_ssize_t walked;
-    GCState *gcstate = &_PyInterpreterState_GET()->gc;
+    PyInterpreterState *interp = _PyInterpreterState_GET();
+    GCState *gcstate = &interp->gc;
     if (!_PyGC_cow.forked
         && !_Py_atomic_load_int_relaxed(&gcstate->collecting))
     {
         (void)header_update_refs(lists, nlists, &walked);
         header_subtract(lists, nlists);
+        if (!frames) {
+            visit_frame_locals(interp, visit_decref_header, NULL);
+        }
         FOR_EACH_IN_SET(lists, nlists, gc) {
             if (header_in_set(gc) && header_refs(gc) > 0) {
                 if (fn(FROM_GC(gc), (Py_ssize_t)header_refs(gc), arg)) {
@@ -840,6 +874,10 @@ _PyGC_CowExternalRoots(PyGC_Head **lists, int nlists, _PyGC_CowRootFn fn,
         return -1;
     }
     arena_subtract(&a, lists, nlists);
+    if (!frames) {
+        visit_frame_locals(interp, visit_decref_arena, &a);
+        arena_ring_drain(&a);
+    }
     for (size_t i = 0; i < a.nslots; i++) {
         uint32_t refs = a.slots[i].val & VAL_MASK;
         if (a.slots[i].key != 0 && refs != 0) {
@@ -1061,7 +1099,7 @@ _PyGC_CowFreeze(PyInterpreterState *interp, int immortalize)
     }
     note_freeze(&interp->gc);
     _PyGC_Freeze(interp);
-    if (immortalize && _PyGC_CowImmortalize(interp) < 0) {
+    if (immortalize && _PyGC_CowImmortalize(interp, 1) < 0) {
         PyErr_NoMemory();
         return -1;
     }
@@ -1201,12 +1239,29 @@ _PyGC_CowVisibleLists(PyInterpreterState *interp, PyGC_Head **lists)
     return n;
 }
 
+/* Whether this fork makes the heap immortal: in the immortal fork mode,
+   at the process's first fork only (see _PyGC_CowState.fork_walked).
+   What a pre-fork master preloaded is immortal from its first worker
+   on, so workers forked later (replacements after recycling) find it
+   so; what a process allocates after that and holds while it forks
+   again (a worker forking per request, a loop of short-lived children)
+   is only frozen: made immortal, it could never be freed (measured:
+   6.4 MB leaked per fork, #18).  gc.freeze(immortalize=True) still
+   immortalizes whenever it is called. */
+static int
+fork_walks(PyInterpreterState *interp)
+{
+    return _PyGC_cow.fork_mode == COW_FORK_IMMORTAL
+           && !_PyGC_cow.fork_walked
+           && _Py_IsMainInterpreter(interp);
+}
+
 void
 _PyGC_CowPrepareFork(PyInterpreterState *interp)
 {
     /* Collect before immortalizing, so that garbage is not made immortal.
        Here, before PyOS_BeforeFork() takes its locks: finalizers may run. */
-    if (_PyGC_cow.fork_mode == COW_FORK_IMMORTAL) {
+    if (fork_walks(interp)) {
         _PyGC_CowImmortalPrepare();
         collect_before_immortalizing();
     }
@@ -1223,12 +1278,16 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
     }
     note_freeze(&interp->gc);
     _PyGC_Freeze(interp);
-    if (_PyGC_cow.fork_mode == COW_FORK_IMMORTAL) {
+    if (fork_walks(interp)) {
         /* Runs no Python code; a failure to grow the walk's stack leaves
            part of the heap mortal, which is only slower. */
-        if (_PyGC_CowImmortalize(interp) < 0) {
+        _PyGC_cow.fork_walked = 1;
+        if (_PyGC_CowImmortalize(interp, 0) < 0) {
             _PyGC_cow.immortalize_failures++;
         }
+    }
+    else if (_PyGC_cow.fork_mode == COW_FORK_IMMORTAL) {
+        _PyGC_cow.fork_walks_skipped++;
     }
     /* Only now: before fork() itself no page is shared, so the first
        fork's immortalizing walk may keep its scratch in the headers. */
@@ -1333,6 +1392,7 @@ _PyGC_CowAfterForkChild(PyThreadState *tstate)
     /* Also where pthread_atfork() is missing; whether the fork was
        announced is the atfork child handler's to say. */
     _PyGC_cow.child = 1;
+    _PyGC_cow.fork_walked = 0;
     if (_Py_IsMainInterpreter(tstate->interp)
         && _Py_atomic_load_int_relaxed(&gcstate->collecting)
         && collecting_tstate != tstate)

@@ -490,7 +490,7 @@ imm_owned_dicts(imm_walk *w, PyGC_Head *aside)
    made immortal, -1 if the walk's stack or its arena could not grow
    (what was done stays done). */
 Py_ssize_t
-_PyGC_CowImmortalize(PyInterpreterState *interp)
+_PyGC_CowImmortalize(PyInterpreterState *interp, int frames)
 {
     GCState *gcstate = &interp->gc;
     PyGC_Head *perm = &gcstate->permanent_generation.head;
@@ -507,9 +507,13 @@ _PyGC_CowImmortalize(PyInterpreterState *interp)
        when the walk reaches it through objects made immortal, never
        through one that stays mortal: with every frozen object a root, a
        finalizer's __dict__ (tracked on its own) was made immortal and
-       leaked all it held once its owner died (found by the fuzzer). */
+       leaked all it held once its owner died (found by the fuzzer).
+       With frames == 0 (at fork), what only the running code's local
+       variables hold is no root either: that is a request's data, not
+       the program's (modules, classes, what C state holds), and would
+       leak at every fork of a process that forks while serving. */
     PyGC_Head *lists[1] = {perm};
-    if (_PyGC_CowExternalRoots(lists, 1, imm_root_cb, &w) < 0) {
+    if (_PyGC_CowExternalRoots(lists, 1, frames, imm_root_cb, &w) < 0) {
         return -1;
     }
     imm_owned_dicts(&w, aside);

@@ -86,6 +86,14 @@ typedef struct {
     volatile int announcing;
     volatile int unannounced;
     Py_ssize_t unannounced_forks;
+    /* The immortal fork mode immortalizes at a process's first announced
+       fork only (#18): set by that fork's walk, cleared in the child (a
+       new process: a daemonized master forks its workers from one).
+       Later forks only freeze, so data a process holds between forks is
+       never made immortal by a fork it did not exist at. */
+    volatile int fork_walked;
+    /* Forks that only froze for that reason (gc.get_shared_stats()). */
+    Py_ssize_t fork_walks_skipped;
 } _PyGC_CowState;
 
 extern _PyGC_CowState _PyGC_cow;
@@ -128,13 +136,16 @@ cow_list_move(PyGC_Head *gc, PyGC_Head *list)
     list->_gc_prev = (uintptr_t)gc;
 }
 
-/* Roots of the immortalizing walk: see gc_cow.c. */
+/* Roots of the immortalizing walk: see gc_cow.c.  With frames == 0, what
+   the running threads' frames hold in their local variables does not
+   count as a reference from outside (the immortal fork mode, #18). */
 typedef int (*_PyGC_CowRootFn)(PyObject *op, Py_ssize_t gc_refs, void *arg);
-extern int _PyGC_CowExternalRoots(PyGC_Head **lists, int nlists,
+extern int _PyGC_CowExternalRoots(PyGC_Head **lists, int nlists, int frames,
                                   _PyGC_CowRootFn fn, void *arg);
 
 /* gc_cow_immortal.c */
-extern Py_ssize_t _PyGC_CowImmortalize(PyInterpreterState *interp);
+extern Py_ssize_t _PyGC_CowImmortalize(PyInterpreterState *interp,
+                                       int frames);
 extern PyGC_Head *_PyGC_CowImmortalList(PyInterpreterState *interp);
 extern Py_ssize_t _PyGC_CowImmortalized(void);
 extern void _PyGC_CowImmortalPrepare(void);

@@ -314,8 +314,13 @@ PyDoc_STRVAR(set_fork_mode__doc__,
 "Set what os.fork() does to the heap first.\n"
 "\n"
 "'off': nothing (stock).  'freeze': gc.freeze(), in the parent and so in\n"
-"the child.  'immortal': gc.collect() then gc.freeze(immortalize=True):\n"
-"the inherited heap also stops receiving reference-count writes.\n"
+"the child.  'immortal': at the process's first fork, gc.collect(), then\n"
+"gc.freeze(immortalize=True) for what the program holds (modules,\n"
+"classes, objects held from C; not what only the running code's local\n"
+"variables hold): the inherited heap also stops receiving reference-count\n"
+"writes.  Later forks of the same process only freeze, so that data it\n"
+"holds between forks is never made immortal; setting 'immortal' again\n"
+"makes the next fork immortalize.\n"
 "Start-up default: PYTHONCOWFORK or -X cowfork, else 'freeze'.");
 
 static PyObject *
@@ -327,6 +332,9 @@ gc_set_fork_mode(PyObject *module, PyObject *arg)
         return NULL;
     }
     _PyGC_cow.fork_mode = m;
+    if (m == COW_FORK_IMMORTAL) {
+        _PyGC_cow.fork_walked = 0;      /* asked for: the next fork walks */
+    }
     Py_RETURN_NONE;
 }
 
@@ -392,6 +400,8 @@ PyDoc_STRVAR(get_shared_stats__doc__,
 "  does, because the process had not forked yet (no page was shared);\n"
 "  unannounced_forks: 1 in a child forked without PyOS_BeforeFork() (a C\n"
 "  fork()) once its first collection froze the heap it inherited;\n"
+"  fork_walks_skipped: forks in the 'immortal' fork mode that only froze,\n"
+"  because the process had made its heap immortal at an earlier fork;\n"
 "  forked: whether the process has forked (or descends from a fork):\n"
 "  from then on shared collections use the side arena.");
 
@@ -399,7 +409,7 @@ static PyObject *
 gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
     return Py_BuildValue(
-        "{snsnsnsnsnsnsnsnsnsnsnsnsN}",
+        "{snsnsnsnsnsnsnsnsnsnsnsnsnsN}",
         "collections", _PyGC_cow.shared_collections,
         "collected", _PyGC_cow.shared_collected,
         "uncollectable", _PyGC_cow.shared_uncollectable,
@@ -412,6 +422,7 @@ gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
         "oracle_checks", _PyGC_cow.oracle_checks,
         "header_collections", _PyGC_cow.header_collections,
         "unannounced_forks", _PyGC_cow.unannounced_forks,
+        "fork_walks_skipped", _PyGC_cow.fork_walks_skipped,
         "forked", PyBool_FromLong(_PyGC_cow.forked));
 }
 

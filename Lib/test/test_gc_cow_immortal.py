@@ -422,6 +422,184 @@ class ImmortalizeTests(CowTestCase):
         self.assertEqual(res, [True, True, True])
 
 
+@unittest.skipUnless(hasattr(os, "fork"), "needs os.fork")
+class ImmortalForkRuleTests(unittest.TestCase):
+    """The 'immortal' fork mode immortalizes at a process's first fork
+    what the program holds, not what the running code's local variables
+    hold, and later forks only freeze (#18): a process that forks again
+    and again keeps flat memory."""
+
+    def run_immortal(self, body):
+        code = textwrap.dedent(self.PRELUDE) + textwrap.dedent(body)
+        rc, out, err = assert_python_ok("-c", code, __isolated=False,
+                                        PYTHONCOWFORK="immortal")
+        return json.loads(out.splitlines()[-1])
+
+    PRELUDE = """
+        import gc, json, os, sys, weakref
+        def rss():
+            with open("/proc/self/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        return int(line.split()[1])
+        def fork_and_wait():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+        class Req: pass
+    """
+
+    def test_local_data_at_the_first_fork_stays_mortal(self):
+        res = self.run_immortal("""
+            PROGRAM = [Req() for _ in range(100)]
+            def request():
+                data = [Req() for _ in range(100)]
+                shared = PROGRAM[0]
+                fork_and_wait()
+                return (gc.is_immortal(data), gc.is_immortal(data[0]),
+                        gc.is_immortal(shared), weakref.ref(data[0]))
+            d, d0, shared, ref = request()
+            gc.collect()
+            print(json.dumps([d, d0, shared, gc.is_immortal(PROGRAM),
+                              ref() is None]))
+        """)
+        # the request's data is freed once the request is over
+        self.assertEqual(res, [False, False, True, True, True])
+
+    def test_later_forks_only_freeze(self):
+        res = self.run_immortal("""
+            FIRST = [Req() for _ in range(100)]
+            fork_and_wait()
+            LATER = [Req() for _ in range(100)]   # module-level, after
+            ref = weakref.ref(LATER[5])
+            fork_and_wait()
+            out = [gc.is_immortal(FIRST[5]), gc.is_immortal(LATER[5]),
+                   gc.get_shared_stats()["fork_walks_skipped"]]
+            del LATER
+            gc.collect()
+            out.append(ref() is None)
+            gc.set_fork_mode("immortal")    # asked again: the next walks
+            AGAIN = [Req() for _ in range(100)]
+            fork_and_wait()
+            out.append(gc.is_immortal(AGAIN[5]))
+            print(json.dumps(out))
+        """)
+        self.assertEqual(res, [True, False, 1, True, True])
+
+    def test_repeated_forks_keep_flat_memory(self):
+        # 12 forks, each while holding 20,000 request dicts (6 MB): made
+        # immortal at every fork, they leaked about that much per fork.
+        res = self.run_immortal("""
+            def request():
+                data = [{"id": i, "name": "r%d" % i} for i in range(20000)]
+                fork_and_wait()
+            def module_level():
+                global data
+                data = [{"id": i, "name": "r%d" % i} for i in range(20000)]
+                fork_and_wait()
+                data = None
+            out = []
+            for req in (request, module_level):
+                req(); gc.collect()
+                base = rss()
+                for _ in range(12):
+                    req(); gc.collect()
+                out.append(rss() - base)
+            print(json.dumps(out))
+        """)
+        for growth in res:
+            self.assertLess(growth, 4096, res)
+
+    def test_worker_that_forks_does_not_leak(self):
+        # A worker forked from a master (PRELOADED immortal in it) that
+        # forks per request: os.fork(), subprocess with preexec_fn and a
+        # multiprocessing pool with the fork context.
+        res = self.run_immortal("""
+            import multiprocessing, subprocess
+            PRELOADED = [{"k": i} for i in range(2000)]
+            def square(x):
+                return x * x
+            def request(kind):
+                data = [{"id": i, "name": "r%d" % i} for i in range(20000)]
+                data.append(Req())
+                if kind == "fork":
+                    fork_and_wait()
+                elif kind == "preexec":
+                    subprocess.run(["true"], preexec_fn=lambda: None,
+                                   check=True)
+                else:
+                    ctx = multiprocessing.get_context("fork")
+                    with ctx.Pool(2) as p:
+                        assert p.map(square, range(4)) == [0, 1, 4, 9]
+                return weakref.ref(data[-1])
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                out = {"preloaded": gc.is_immortal(PRELOADED[3])}
+                for kind in ("fork", "preexec", "pool"):
+                    request(kind); gc.collect()
+                    base = rss()
+                    refs = [request(kind) for _ in range(6)]
+                    gc.collect()
+                    out[kind] = [rss() - base,
+                                 all(ref() is None for ref in refs)]
+                os.write(w, json.dumps(out).encode())
+                os._exit(0)
+            os.close(w)
+            out = json.loads(os.read(r, 10000))
+            os.waitpid(pid, 0)
+            print(json.dumps(out))
+        """)
+        self.assertTrue(res.pop("preloaded"))
+        for kind, (growth, freed) in res.items():
+            self.assertTrue(freed, kind)
+            self.assertLess(growth, 4096, (kind, growth))
+
+    def test_preloaded_heap_immortal_in_replacement_workers(self):
+        # A master recycling its workers, allocating between forks: the
+        # 20th worker still finds the preloaded heap immortal, and what
+        # the master allocated later is mortal (and freed when dropped).
+        res = self.run_immortal("""
+            PRELOADED = [Req() for _ in range(1000)]
+            refs = []
+            answers = []
+            for n in range(20):
+                BETWEEN = [Req() for _ in range(1000)]
+                refs.append(weakref.ref(BETWEEN[0]))
+                r, w = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    os.write(w, json.dumps(
+                        [gc.is_immortal(PRELOADED[500]),
+                         gc.is_immortal(BETWEEN[500])]).encode())
+                    os._exit(0)
+                os.close(w)
+                answers.append(json.loads(os.read(r, 100)))
+                os.waitpid(pid, 0)
+            del BETWEEN
+            gc.collect()
+            print(json.dumps([answers[0], answers[-1],
+                              sum(ref() is None for ref in refs)]))
+        """)
+        first, last, freed = res
+        # the first fork walks: what the module holds then is immortal
+        self.assertEqual(first, [True, True])
+        self.assertEqual(last, [True, False])
+        self.assertEqual(freed, 19)
+
+    def test_explicit_freeze_still_immortalizes_locals(self):
+        res = self.run_immortal("""
+            def f():
+                data = [Req()]
+                gc.freeze(immortalize=True)
+                return gc.is_immortal(data[0])
+            print(json.dumps([f()]))
+        """)
+        self.assertEqual(res, [True])
+
+
 class ImmortalizeArenaTests(ImmortalizeTests):
     """The same, with the roots found in a side arena (a forked process)."""
 

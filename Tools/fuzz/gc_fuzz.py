@@ -71,7 +71,8 @@ is cleared exactly when its referent died; resurrected objects are not
 finalized again when they die for good.
 
 An immortalizing freeze (gc.freeze(immortalize=True), or the "immortal"
-fork mode at os.fork()) starts at the frozen objects referenced from
+fork mode at a process's first os.fork(), or its first after
+gc.set_fork_mode("immortal"); later forks only freeze) starts at the frozen objects referenced from
 outside the frozen set and never goes through an object that stays
 mortal (one whose type has a finalizer: here the kinds with __del__ or
 tp_del).  So the model pins every node reachable from a holder by a path
@@ -393,6 +394,10 @@ class Case:
         self.fin_born = set()
         self.pinned = set()             # made immortal
         self.pinned_objs = []           # pinned nodes we can reach
+        # The "immortal" fork mode walks at a process's first fork only
+        # (and again after gc.set_fork_mode("immortal")); later forks
+        # only freeze (#18).
+        self.fork_walked = False
         self.pinned_acc = set()
         self.pinned_inacc = set()       # pinned lists/dicts we cannot
         self.events = 0                 # finalizer runs, all kinds
@@ -1189,15 +1194,18 @@ class Case:
         mode = gc.get_fork_mode() if HAS_COW else "off"
         sys.stdout.flush()
         sys.stderr.flush()
+        walks = mode == "immortal" and not self.fork_walked
+        if walks:
+            self.fork_walked = True
         rfd, wfd = os.pipe()
         with self.live_gc():
             pid = os.fork()
         if pid == 0:
             os.close(rfd)
-            self.run_child(wfd, mode, child_seed, child_steps)
+            self.run_child(wfd, mode, walks, child_seed, child_steps)
         os.close(wfd)
         if mode != "off":
-            self.note_freeze(immortal=(mode == "immortal"))
+            self.note_freeze(immortal=walks)
         chunks = []
         while chunk := os.read(rfd, 65536):
             chunks.append(chunk)
@@ -1220,13 +1228,14 @@ class Case:
                           f"{code} and {'a' if report else 'no'} report")
         return f"{mode}, {report['steps']} child steps"
 
-    def run_child(self, wfd, mode, seed, steps):
+    def run_child(self, wfd, mode, walks, seed, steps):
         code = 0
         report = {"steps": 0, "finding": None}
         start = self.total_steps
+        self.fork_walked = False        # a new process walks once
         try:
             if mode != "off":
-                self.note_freeze(immortal=(mode == "immortal"))
+                self.note_freeze(immortal=walks)
             self.rng = random.Random(seed)
             self.path.append(0)
             self.check()
@@ -1261,6 +1270,8 @@ class Case:
     def op_fork_mode(self):
         mode = self.rng.choice(("off", "freeze", "immortal"))
         gc.set_fork_mode(mode)
+        if mode == "immortal":
+            self.fork_walked = False    # armed again
         return mode
 
     def op_threshold(self):

@@ -323,6 +323,19 @@ def serialize_user(user):
 
 
 REQUESTS = 0
+# PREFORK_FORK_EVERY=N: every N-th request of a worker forks a child that
+# exits at once, while the request holds data of its own (a worker that
+# runs subprocess with preexec_fn or multiprocessing per job; #18).
+FORK_EVERY = int(os.environ.get("PREFORK_FORK_EVERY", "0") or 0)
+
+
+def _fork_during_request(i):
+    rows = [serialize_user(USER_LIST[(i + k) % USERS]) for k in range(200)]
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return len(rows)
 
 
 @app.route("/item/<int:i>")
@@ -332,6 +345,8 @@ def item(i):
     if i < 0:
         abort(404)
     user = USER_LIST[i % USERS]
+    if FORK_EVERY and REQUESTS % FORK_EVERY == 0:
+        _fork_during_request(i)
     # Cyclic garbage: a trace, its span dicts pointing back at it, and a
     # self-referencing list; unreachable when the request ends.
     trace = Trace(f"/item/{i}")

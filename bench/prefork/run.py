@@ -101,6 +101,9 @@ class Mode:
     desc: str
 
 
+REFORK_ENV = {"PREFORK_FORK_EVERY": "20"}
+REFORK_ARGS = ["--max-requests", "1500", "--max-requests-jitter", "100"]
+
 # Add a mode here to run it (--modes NAME selects it).
 MODES = [
     Mode("stock", "stock", {}, [],
@@ -124,6 +127,17 @@ MODES = [
          {"PYTHONCOWFORK": "immortal", "PYTHONCOWALLOC": "stock"}, [],
          "cowpy-immortal with PYTHONCOWALLOC=stock: workers refill the "
          "master's pymalloc holes, as before the allocator set-aside"),
+    # A worker's whole life (#18): recycled after 1,500 (+-100) requests,
+    # and forking a short-lived child every 20th request while it holds
+    # request data.  Run with --watch for memory over time.
+    Mode("stock+hooks-refork", "stock", dict(REFORK_ENV),
+         ["-c", FREEZE_HOOKS] + REFORK_ARGS,
+         "stock + freeze_hooks.py, workers recycled and forking per job"),
+    Mode("cowpy-refork", "cowpy", dict(REFORK_ENV), list(REFORK_ARGS),
+         "cowpy defaults, workers recycled and forking per job"),
+    Mode("cowpy-immortal-refork", "cowpy",
+         dict(REFORK_ENV, PYTHONCOWFORK="immortal"), list(REFORK_ARGS),
+         "cowpy-immortal, workers recycled and forking per job"),
     Mode("cowpy-arena-nofreeze", "cowpy",
          {"PYTHONCOWGC": "arena", "PYTHONCOWFORK": "off"}, [],
          "cowpy, every collection via the side arena (a test mode), no "
