@@ -58,10 +58,10 @@ run = $(1) >$(strip $(2)) 2>&1 || { echo "failed; the end of $(strip $(2)):"; \
 STOCK := $(B)/stock/bin/python3
 COWPY := $(B)/cowpy/bin/python3
 
-.PHONY: all stock cowpy fetch deps demo test test-ours rebase uwsgi \
+.PHONY: all stock cowpy fetch deps demo test test-ours rebase uwsgi print-RESULTS \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize bench-alloc bench-exit bench-refork bench-uwsgi install \
+        bench-immortalize bench-alloc bench-exit bench-refork bench-prefork-refork bench-uwsgi install \
         export-patches \
         clean distclean \
         cowpy-debug cowpy-asan check-debug check-asan fuzz soak
@@ -224,8 +224,22 @@ cowpy-debug cowpy-asan: cowpy-%: overlay $(B)/obj/cowpy-%/Makefile
 	$(Q)$(call run,PATH=$(CCPATH) ASAN_OPTIONS=detect_leaks=0 \
 	    $(MAKE) -s -C $(B)/obj/cowpy-$* -j$(J),$(B)/obj/cowpy-$*/make.out)
 
+# Where benchmarks and checks write their figures: build/results/, so that
+# running one never edits a tracked file.  RECORD=1 records them into the
+# tracked bench/results/ instead, and refreshes docs/reliability.md from
+# the reliability targets' fragments.
+ifeq ($(RECORD),1)
+RESULTS := $(ROOT)/bench/results
+else
+RESULTS := $(B)/results
+endif
+export COWPY_RESULTS := $(RESULTS)
+export COWPY_RECORD := $(RECORD)
+print-RESULTS:
+	@echo $(RESULTS)
+
 # Our tests, the fuzzer and the GC-related upstream tests on a variant;
-# figures go to bench/results/reliability/ and docs/reliability.md.
+# figures go to $(RESULTS)/reliability/ (and docs/reliability.md).
 # CHECK_FUZZ_SECONDS and CHECK_UPSTREAM (test names) to override.
 CHECK_FUZZ_SECONDS ?= 120
 check-debug check-asan: check-%: cowpy-%
@@ -239,7 +253,7 @@ fuzz: cowpy
 	@$(COWPY) Tools/fuzz/gc_fuzz.py --seconds $(SECONDS) \
 	    --json $(RESULTS)/reliability/fuzz.json \
 	    --md $(RESULTS)/reliability/fuzz.md
-	@$(COWPY) Tools/make/reliability_doc.py fuzz
+	@if [ "$(RECORD)" = 1 ]; then $(COWPY) Tools/make/reliability_doc.py fuzz; fi
 	@$(COWPY) Tools/fuzz/fork_moves.py --python $(COWPY) \
 	    --seconds $(SECONDS) | tee $(RESULTS)/reliability/fork_moves.txt
 
@@ -251,7 +265,7 @@ soak: all
 	    --json $(RESULTS)/reliability/soak.json \
 	    --md $(RESULTS)/reliability/soak.md \
 	    --csv $(RESULTS)/reliability/soak.csv
-	@$(COWPY) Tools/make/reliability_doc.py soak
+	@if [ "$(RECORD)" = 1 ]; then $(COWPY) Tools/make/reliability_doc.py soak; fi
 
 # ---------------------------------------------------------------- uWSGI
 # uWSGI (upstream/uwsgi.pin: Debian's source, verified and cached like
@@ -322,7 +336,6 @@ test: all cowpy-debug uwsgi
 test-ours: all cowpy-debug uwsgi
 	@COWPY_SKIP_UPSTREAM=1 $(ROOT)/Tools/make/run_tests.sh
 
-RESULTS := $(ROOT)/bench/results
 bench-probe: all
 	@mkdir -p $(RESULTS)
 	@$(STOCK) bench/cow_probe.py --compare $(STOCK) $(COWPY) \
@@ -390,6 +403,16 @@ bench-refork: all
 	@mkdir -p $(RESULTS)
 	@$(STOCK) bench/refork/refork_leak.py $(STOCK) $(COWPY) \
 	    | tee $(RESULTS)/refork.txt
+
+# A pre-fork server's whole life with the same habit: gunicorn workers
+# recycled (--max-requests) and forking a child every 20th request; memory
+# over time from cowstat watch (#18).
+bench-prefork-refork: all
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/prefork/run.py $(STOCK) $(COWPY) --csv-dir $(RESULTS) \
+	    --requests $(PREFORK_REQUESTS) --no-attribution --watch \
+	    --modes stock+hooks-refork,cowpy-refork,cowpy-immortal-refork \
+	    --baseline stock+hooks-refork | tee $(RESULTS)/prefork_refork.txt
 
 # uWSGI in every mode (bench/uwsgi/run.py).
 bench-uwsgi: uwsgi

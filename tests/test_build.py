@@ -250,5 +250,40 @@ class TwinTests(unittest.TestCase):
                 self.assertIn(res["child_freed"], (2, 4))
 
 
+class ResultsTests(unittest.TestCase):
+    """Running a check or a benchmark never edits a tracked file unless
+    asked to record (make RECORD=1)."""
+
+    def tracked_state(self):
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "ls-files", "--", "bench/results",
+             "docs"],
+            capture_output=True, text=True, check=True).stdout
+        files = [ROOT / line for line in out.splitlines() if line.strip()]
+        return {str(f): f.stat().st_mtime_ns for f in files if f.exists()}
+
+    @unittest.skipUnless(shutil.which("git")
+                         and (ROOT / ".git").exists(), "needs a git clone")
+    def test_short_fuzz_writes_under_build(self):
+        before = self.tracked_state()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("COWPY_", "MAKE"))}
+        proc = subprocess.run(
+            ["make", "-s", "-C", str(ROOT), "fuzz", "SECONDS=2"],
+            env=env, capture_output=True, text=True)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        self.assertEqual(self.tracked_state(), before)
+        self.assertTrue((BUILD / "results" / "reliability"
+                         / "fuzz.json").exists())
+
+    def test_record_selects_the_tracked_directory(self):
+        for extra, where in (([], BUILD / "results"),
+                             (["RECORD=1"], ROOT / "bench" / "results")):
+            out = subprocess.run(
+                ["make", "-s", "-C", str(ROOT), "print-RESULTS"] + extra,
+                capture_output=True, text=True, check=True).stdout
+            self.assertEqual(out.strip(), str(where))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -15,8 +15,10 @@
 # (PYTHONCOWORACLE=1): each side-arena collection is checked against
 # gc.c's own algorithm.  In the asan variant objects come from malloc
 # (PYTHONMALLOC=malloc) so ASan sees each one, and any ASan or UBSan report
-# fails the step.  Writes bench/results/reliability/check-NAME.{json,md}
-# and refreshes docs/reliability.md; exits non-zero if any step failed.
+# fails the step.  Writes $COWPY_RESULTS/reliability/check-NAME.{json,md}
+# (build/results unless make's RECORD=1 asked for bench/results) and, when
+# recording, refreshes docs/reliability.md; exits non-zero if any step
+# failed.
 set -u
 
 main() {
@@ -25,7 +27,7 @@ py=$2
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 logs=$root/build/test-logs/check-$name
-out=$root/bench/results/reliability
+out=${COWPY_RESULTS:-$root/build/results}/reliability
 mkdir -p "$logs" "$out"
 fuzz_seconds=${CHECK_FUZZ_SECONDS:-120}
 upstream=${CHECK_UPSTREAM:-test_gc test_finalization test_weakref test_descr \
@@ -126,7 +128,9 @@ if fuzz:
 with open(os.path.join(out, f"check-{name}.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
 EOF
-"$py" Tools/make/reliability_doc.py "check-$name"
+if [ "${COWPY_RECORD:-}" = 1 ]; then
+    "$py" Tools/make/reliability_doc.py "check-$name"
+fi
 
 echo "check-$name: $((${#results[@]} - failed)) passed, $failed failed"
 [ "$failed" = 0 ]

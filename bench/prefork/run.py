@@ -1205,8 +1205,9 @@ def main():
                     help="comma-separated, from: %s"
                     % ", ".join(m.name for m in MODES))
     ap.add_argument("--baseline", default=DEFAULT_BASELINE)
-    ap.add_argument("--csv-dir", default=os.path.join(ROOT, "bench",
-                                                      "results"))
+    # Not the tracked bench/results/ unless asked (make RECORD=1).
+    ap.add_argument("--csv-dir", default=os.environ.get(
+        "COWPY_RESULTS", os.path.join(ROOT, "build", "results")))
     ap.add_argument("--site-dir", default=os.path.join(ROOT, "build",
                                                        "prefork-site"))
     ap.add_argument("--startup-timeout", type=float, default=300)

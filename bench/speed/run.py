@@ -38,7 +38,9 @@ import _common  # noqa: E402
 
 HERE = _common.HERE
 ROOT = os.path.dirname(os.path.dirname(HERE))
-DEFAULT_CSV_DIR = os.path.join(ROOT, "bench", "results")
+# Not the tracked bench/results/ unless asked (make RECORD=1).
+DEFAULT_CSV_DIR = os.environ.get("COWPY_RESULTS",
+                                 os.path.join(ROOT, "build", "results"))
 BOOTSTRAP = 2000
 NO_DIFF = "no measurable difference"
 
