@@ -59,6 +59,7 @@ STOCK := $(B)/stock/bin/python3
 COWPY := $(B)/cowpy/bin/python3
 
 .PHONY: all stock cowpy fetch deps demo test test-ours rebase uwsgi print-RESULTS \
+        servers-deps \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
         bench-immortalize bench-alloc bench-exit bench-refork bench-prefork-refork bench-uwsgi install \
@@ -285,6 +286,20 @@ $(B)/uwsgi/%/uwsgi: $(B)/%/.installed $(UWSGI_TARBALL) upstream/uwsgi.pin
 	$(Q)cd $(B)/uwsgi/$* && $(call run,PATH=$(CCPATH) UWSGI_PROFILE=pyonly \
 	    $(B)/$*/bin/python3 uwsgiconfig.py --build,$(B)/uwsgi/$*/build.log)
 uwsgi: all $(B)/uwsgi/stock/uwsgi $(B)/uwsgi/cowpy/uwsgi
+
+# ---------------------------------------------------------------- servers
+# Celery, Django, uvicorn/Starlette and their pure-Python dependencies from
+# a newer Debian suite (upstream/servers.pin; bookworm's fail on 3.13):
+# each .deb verified and cached by upstream/fetch_debs.sh, unpacked (not
+# installed) under build/servers/root.  Their modules:
+SERVERS_SITE := $(B)/servers/root/usr/lib/python3/dist-packages
+$(B)/servers/.unpacked: upstream/servers.pin upstream/fetch_debs.sh
+	$(call say,DEBS,build/servers/root (size and sha256 verified))
+	$(Q)rm -rf $(B)/servers/root && mkdir -p $(B)/servers
+	$(Q)upstream/fetch_debs.sh $(B)/servers/root 2>$(B)/servers/fetch.log \
+	    || { cat $(B)/servers/fetch.log; exit 1; }
+	$(Q)touch $@
+servers-deps: $(B)/servers/.unpacked
 
 # ---------------------------------------------------------------- install
 # A separate object dir configured for PREFIX, so every path baked into the

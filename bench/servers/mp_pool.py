@@ -1,0 +1,47 @@
+"""multiprocessing.Pool with the fork context over the catalogue (a module
+global, as fork-inherited data is): N tasks on 4 processes; prints one JSON
+line: tasks/s, the result's checksum and every pool process's memory
+(read from here, from /proc, once all tasks are done).
+
+SERVERS_RECIPE=1: the stock freeze recipe (gc.disable() at import,
+gc.collect(); gc.freeze() before the pool forks, gc.enable() in each
+worker through the pool's initializer)."""
+
+import gc
+import json
+import multiprocessing
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__)))), "Tools", "cowstat"))
+from cowstat import proc as cowproc  # noqa: E402
+
+import catalogue  # noqa: E402
+
+
+def init():
+    if catalogue.RECIPE:
+        gc.enable()
+
+
+def main():
+    tasks = int(sys.argv[1]) if len(sys.argv) > 1 else 400
+    procs = int(sys.argv[2]) if len(sys.argv) > 2 else 4
+    if catalogue.RECIPE:
+        gc.collect()
+        gc.freeze()
+    ctx = multiprocessing.get_context("fork")
+    t0 = time.perf_counter()
+    with ctx.Pool(procs, initializer=init) as pool:
+        # each task reads 2,000 records: a worker touches the whole table
+        total = sum(pool.map(catalogue.scan, range(tasks), chunksize=1))
+        dt = time.perf_counter() - t0
+        mem = [cowproc.read_memory(p.pid) for p in pool._pool]
+    print(json.dumps({"tasks": tasks, "seconds": dt, "checksum": total,
+                      "workers": mem}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The other pre-fork users, stock vs cowpy side by side (issue #16):
+multiprocessing.Pool (fork), Celery prefork, Django and Starlette under
+gunicorn.  Equal work per mode; per stack and mode: worker USS and PSS
+(mean over the workers, /proc/PID/smaps_rollup through cowstat's reader),
+the tree's PSS where there is a server, throughput and failures, and
+ratios against stock with that stack's freeze recipe.
+
+    python3 bench/servers/run.py STOCK COWPY [--stacks mp,celery,...]
+        [--modes stock,stock+recipe,cowpy,cowpy-immortal] [--csv FILE]
+
+Packages: build/servers/root (make servers-deps: Debian trixie's .debs,
+verified) and build/prefork-site (gunicorn, from bench/prefork)."""
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "Tools", "cowstat"))
+from cowstat import proc as cowproc  # noqa: E402
+
+SERVERS_SITE = os.path.join(ROOT, "build", "servers", "root", "usr", "lib",
+                            "python3", "dist-packages")
+PREFORK_SITE = os.path.join(ROOT, "build", "prefork-site")
+MIB = 1024.0
+
+# name: (interpreter, environment)
+MODES = {
+    "stock": ("stock", {}),
+    "stock+recipe": ("stock", {"SERVERS_RECIPE": "1"}),
+    "cowpy": ("cowpy", {}),
+    "cowpy-immortal": ("cowpy", {"PYTHONCOWFORK": "immortal"}),
+}
+BASELINE = "stock+recipe"
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def base_env(extra, records):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "SERVERS_"))}
+    env["PYTHONPATH"] = os.pathsep.join([HERE, SERVERS_SITE, PREFORK_SITE])
+    env["SERVERS_RECORDS"] = str(records)
+    env.update(extra)
+    return env
+
+
+def children(pid):
+    return cowproc.child_pids(pid) if hasattr(cowproc, "child_pids") \
+        else sorted(p["pid"] for p in cowproc.process_tree(pid)
+                    if p["ppid"] == pid)
+
+
+def mem_of(pids):
+    out = []
+    for p in pids:
+        try:
+            out.append(cowproc.read_memory(p))
+        except Exception:
+            pass
+    return out
+
+
+def row(stack, mode, workers, tree_pss, rate, unit, failures, extra=""):
+    return {"stack": stack, "mode": mode,
+            "workers": len(workers),
+            "uss_mib": statistics.mean(w["uss"] for w in workers) / MIB,
+            "pss_mib": statistics.mean(w["pss"] for w in workers) / MIB,
+            "tree_pss_mib": tree_pss / MIB if tree_pss else None,
+            "rate": rate, "unit": unit, "failures": failures,
+            "note": extra}
+
+
+# ------------------------------------------------------------ stacks
+def run_mp(python, env, args):
+    out = subprocess.run([python, os.path.join(HERE, "mp_pool.py"),
+                          str(args.tasks), str(args.workers)],
+                         env=env, capture_output=True, text=True,
+                         timeout=600)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    d = json.loads(out.stdout.splitlines()[-1])
+    return d["workers"], None, d["tasks"] / d["seconds"], "tasks/s", 0, \
+        "checksum %s" % d["checksum"]
+
+
+def run_celery(python, env, args):
+    work = tempfile.mkdtemp(prefix="cowpy-celery-")
+    env = dict(env, SERVERS_CELERY_DIR=work)
+    proc = subprocess.Popen(
+        [python, "-m", "celery", "-A", "celery_app", "worker", "-P",
+         "prefork", "-c", str(args.workers), "--without-gossip",
+         "--without-mingle", "--without-heartbeat", "-l", "warning"],
+        env=env, cwd=HERE, stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(work, "worker.log"), "w"),
+        start_new_session=True)
+    try:
+        init_log = os.path.join(work, "process_init.log")
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if os.path.exists(init_log) and \
+                    len(open(init_log).read().split()) >= args.workers:
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(open(os.path.join(work,
+                                                     "worker.log")).read())
+            time.sleep(0.2)
+        else:
+            raise RuntimeError("celery workers did not start")
+        client = subprocess.run(
+            [python, "-c", CELERY_CLIENT, str(args.tasks)], env=env,
+            cwd=HERE, capture_output=True, text=True, timeout=600)
+        if client.returncode:
+            raise RuntimeError(client.stderr[-2000:])
+        d = json.loads(client.stdout.splitlines()[-1])
+        pids = children(proc.pid)
+        workers = mem_of(pids)
+        tree = mem_of([proc.pid]) + workers
+        return (workers, sum(m["pss"] for m in tree),
+                d["ok"] / d["seconds"], "tasks/s", d["failed"],
+                "checksum %s, %d workers answered, immortal there: %s"
+                % (d["checksum"], d["pids"], d["immortal"]))
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+        except Exception:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+CELERY_CLIENT = r'''
+import json, sys, time
+import celery_app
+n = int(sys.argv[1])
+t0 = time.perf_counter()
+rs = [celery_app.scan.delay(i) for i in range(n)]
+ok = failed = 0
+pids = set(); imm = set(); total = 0.0
+for r in rs:
+    try:
+        v = r.get(timeout=300)
+        ok += 1; pids.add(v["pid"]); imm.add(v["immortal"])
+        total += v["sum"]
+    except Exception:
+        failed += 1
+dt = time.perf_counter() - t0
+print(json.dumps({"ok": ok, "failed": failed, "seconds": dt,
+                  "pids": len(pids), "immortal": sorted(imm),
+                  "checksum": round(total, 2)}))
+'''
+
+STACKS = {"mp": run_mp, "celery": run_celery}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("stock")
+    ap.add_argument("cowpy")
+    ap.add_argument("--stacks", default="mp,celery")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--tasks", type=int, default=400)
+    ap.add_argument("--records", type=int, default=100000,
+                    help="catalogue records (about 7 objects each)")
+    ap.add_argument("--csv")
+    args = ap.parse_args()
+    pythons = {"stock": os.path.abspath(args.stock),
+               "cowpy": os.path.abspath(args.cowpy)}
+    if not os.path.isdir(SERVERS_SITE):
+        sys.exit("run make servers-deps first (%s missing)" % SERVERS_SITE)
+    rows = []
+    print("servers benchmark: %d workers, %d tasks, %d catalogue records"
+          % (args.workers, args.tasks, args.records))
+    for stack in args.stacks.split(","):
+        base = None
+        print("\n%s" % stack)
+        print("  %-16s %9s %9s %9s %10s %9s %8s %8s  %s"
+              % ("mode", "USS MiB", "PSS MiB", "tree PSS", "rate",
+                 "failures", "USS", "rate", "note"))
+        for mode in args.modes.split(","):
+            which, extra = MODES[mode]
+            env = base_env(extra, args.records)
+            log("[%s] %s" % (stack, mode))
+            workers, tree, rate, unit, failures, note = STACKS[stack](
+                pythons[which], env, args)
+            r = row(stack, mode, workers, tree, rate, unit, failures, note)
+            rows.append(r)
+            if mode == BASELINE:
+                base = r
+            ratio = ("%7.3fx %7.2fx" % (r["uss_mib"] / base["uss_mib"],
+                                        r["rate"] / base["rate"])
+                     if base else "%8s %8s" % ("", ""))
+            print("  %-16s %9.1f %9.1f %9s %10.1f %9d %s  %s" % (
+                mode, r["uss_mib"], r["pss_mib"],
+                "%.1f" % r["tree_pss_mib"] if tree else "-",
+                r["rate"], failures, ratio, note), flush=True)
+    print("\nratios: worker USS and %s vs %s" % ("rate", BASELINE))
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
