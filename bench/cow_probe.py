@@ -24,16 +24,16 @@ import os
 import subprocess
 import sys
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "Tools", "cowstat"))
+from cowstat.proc import read_rollup  # noqa: E402
+
 STRINGS_PER_LIST = 40
 
 
 def private_kib():
-    total = 0
-    with open("/proc/self/smaps_rollup") as f:
-        for line in f:
-            if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                total += int(line.split()[1])
-    return total
+    """Private_Clean + Private_Dirty of this process (KiB)."""
+    return read_rollup("self")["USS"]
 
 
 class Node:

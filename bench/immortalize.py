@@ -13,8 +13,13 @@ objects are not written).
 
 import argparse
 import json
+import os
 import subprocess
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COWSTAT = os.path.join(ROOT, "Tools", "cowstat")
+
+# argv: N, the directory of cowstat (whose /proc reader it uses).
 WORKER = r'''
 import gc, json, os, sys, time
 n = int(sys.argv[1])
@@ -38,10 +43,12 @@ t = time.perf_counter()
 gc.collect()
 res["collect_ms"] = (time.perf_counter() - t) * 1000
 
+# Imported here, after the figures above and before the fork.
+sys.path.insert(0, sys.argv[2])
+from cowstat.proc import read_rollup
+
 def private_kib():
-    with open("/proc/self/smaps_rollup") as f:
-        return sum(int(l.split()[1]) for l in f
-                   if l.startswith(("Private_Clean:", "Private_Dirty:")))
+    return read_rollup("self")["USS"]
 
 r, w = os.pipe()
 pid = os.fork()
@@ -67,7 +74,7 @@ def main():
     rows = {}
     for name in ("stock", "cowpy"):
         out = subprocess.run([getattr(args, name), "-c", WORKER,
-                              str(args.objects)], check=True,
+                              str(args.objects), COWSTAT], check=True,
                              capture_output=True, text=True).stdout
         rows[name] = json.loads(out)
     s, c = rows["stock"], rows["cowpy"]

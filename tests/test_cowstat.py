@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pathlib
+import resource
 import signal
 import subprocess
 import sys
@@ -797,6 +798,113 @@ class ShowTest(unittest.TestCase):
                          {"rss": 10, "pss": 6, "uss": 7, "shared_clean": 2,
                           "shared_dirty": 1})
         self.assertIsNone(proc.parse_smaps(""))
+
+
+# ------------------------------------------------- raw readers (benchmarks)
+
+def raw_rollup(pid="self"):
+    """/proc/PID/smaps_rollup's "Name: N kB" lines, parsed here (not by
+    cowstat)."""
+    out = {}
+    with open("/proc/%s/smaps_rollup" % pid) as f:
+        for line in f:
+            name, sep, rest = line.partition(":")
+            if sep and rest.split()[1:] == ["kB"]:
+                out[name] = int(rest.split()[0])
+    return out
+
+
+@unittest.skipUnless(HAVE_PROC, "needs Linux /proc")
+class RawReaderTest(unittest.TestCase):
+
+    def test_read_rollup_parses_every_kb_field(self):
+        text = ("55c4-7ffe ---p 00000000 00:00 0   [rollup]\n"
+                "Rss:  100 kB\nPss:  40 kB\nPss_Anon:  30 kB\n"
+                "Private_Clean:  3 kB\nPrivate_Dirty:  27 kB\n"
+                "Swap:  0 kB\nbogus\nVmFlags: rd wr\n")
+        with mock.patch.object(proc, "_read_text", return_value=text) as m:
+            got = proc.read_rollup(1234)
+        m.assert_called_once_with("/proc/1234/smaps_rollup")
+        self.assertEqual(got, {"Rss": 100, "Pss": 40, "Pss_Anon": 30,
+                               "Private_Clean": 3, "Private_Dirty": 27,
+                               "Swap": 0, "USS": 30})
+        with mock.patch.object(proc, "_read_text", return_value=""):
+            self.assertEqual(proc.read_rollup(1234), {"USS": 0})
+
+    def test_read_rollup_of_self_agrees_with_a_raw_parse(self):
+        before = raw_rollup()
+        got = proc.read_rollup("self")
+        after = raw_rollup()
+        self.assertEqual(set(got), set(before) | {"USS"})
+        self.assertIn("Rss", got)
+        self.assertEqual(got["USS"],
+                         got["Private_Clean"] + got["Private_Dirty"])
+        for name, value in got.items():
+            if name == "USS":
+                continue
+            # This process allocates between the reads: within 1 MiB.
+            lo = min(before[name], after[name]) - 1024
+            hi = max(before[name], after[name]) + 1024
+            self.assertTrue(lo <= value <= hi, (name, before[name], value,
+                                                after[name]))
+        self.assertEqual(set(proc.read_rollup(os.getpid())), set(got))
+
+    def test_stat_fields_after_a_command_with_parentheses(self):
+        text = "4321 (a (b) c) S 1 4320 4320 0 -1 0 7 0 0 0 5 6 0 0\n"
+        with mock.patch.object(proc, "_read_text", return_value=text):
+            fields = proc.stat_fields(4321)
+            self.assertEqual(fields[:3], ["S", "1", "4320"])
+            self.assertEqual(proc.read_cpu_faults(4321),
+                             {"cpu_s": 11 / proc.CLOCK_TICKS, "minflt": 7})
+        with mock.patch.object(proc, "_read_text", return_value="4321 x"):
+            self.assertRaises(ValueError, proc.stat_fields, 4321)
+
+    def test_read_cpu_faults_of_self(self):
+        t1, r1 = os.times(), resource.getrusage(resource.RUSAGE_SELF)
+        got = proc.read_cpu_faults(os.getpid())
+        t2, r2 = os.times(), resource.getrusage(resource.RUSAGE_SELF)
+        self.assertEqual(set(got), {"cpu_s", "minflt"})
+        tick = 1.0 / proc.CLOCK_TICKS
+        self.assertGreaterEqual(got["cpu_s"],
+                                t1.user + t1.system - 2 * tick)
+        self.assertLessEqual(got["cpu_s"], t2.user + t2.system + 2 * tick)
+        self.assertGreater(got["minflt"], 0)
+        self.assertGreaterEqual(got["minflt"], r1.ru_minflt - 100)
+        self.assertLessEqual(got["minflt"], r2.ru_minflt + 100)
+
+    def test_proc_table_children_and_group(self):
+        table = proc.proc_table()
+        self.assertEqual(table[os.getpid()], (os.getppid(), os.getpgrp()))
+        self.assertIn(os.getpid(), proc.group_members(os.getpgrp()))
+        with Family(2) as fam:
+            self.assertEqual(proc.child_pids(fam.pid), sorted(fam.kids))
+            self.assertEqual(
+                proc.table_children(proc.proc_table(), fam.pid),
+                sorted(fam.kids))
+            self.assertIn(fam.pid, proc.table_children(proc.proc_table(),
+                                                       os.getpid()))
+            # Without the kernel's children list: the same, from /proc.
+            real = proc._read_text
+
+            def no_children_file(path):
+                if path.endswith("/children"):
+                    raise FileNotFoundError(2, "No such file", path)
+                return real(path)
+            with mock.patch.object(proc, "_read_text", no_children_file):
+                self.assertEqual(proc.child_pids(fam.pid), sorted(fam.kids))
+            # Started after this process, before now.
+            start = proc.start_ticks(fam.kids[0]) / proc.CLOCK_TICKS
+            self.assertGreaterEqual(
+                start, proc.start_ticks(os.getpid()) / proc.CLOCK_TICKS)
+            self.assertLessEqual(start, proc.uptime() + 0.05)
+
+    def test_gone_process_raises_oserror(self):
+        pid = absent_pid()
+        for func in (proc.read_rollup, proc.read_cpu_faults,
+                     proc.start_ticks, proc.stat_fields):
+            with self.subTest(func=func.__name__):
+                self.assertRaises(OSError, func, pid)
+        self.assertEqual(proc.group_members(pid), [])
 
 
 # ------------------------------------------------------------ watch, plot

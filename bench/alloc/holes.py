@@ -45,6 +45,8 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+COWSTAT = os.path.join(os.path.dirname(os.path.dirname(HERE)), "Tools",
+                       "cowstat")
 
 CONFIGS = [
     # name, interpreter, environment
@@ -152,19 +154,6 @@ def count_pages(parent, child, page):
             elif e & EXCLUSIVE:
                 copied[region] += 1
     return copied, new
-
-
-def smaps_rollup(pid="self"):
-    out = {}
-    with open("/proc/%s/smaps_rollup" % pid) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 2 and parts[0].endswith(":"):
-                try:
-                    out[parts[0][:-1]] = int(parts[1])
-                except ValueError:
-                    pass
-    return out
 
 
 def build_heap(rng):
@@ -291,6 +280,16 @@ def worker(k, n, seed):
 
 # ------------------------------------------------------------ the driver
 
+def read_rollup(pid):
+    """/proc/PID/smaps_rollup's fields (KiB) by cowstat's reader, imported
+    at the first call: the driver's only, not the --worker process's (it
+    runs this file too, and its heap is what is measured)."""
+    if COWSTAT not in sys.path:
+        sys.path.insert(0, COWSTAT)
+    from cowstat.proc import read_rollup as reader
+    return reader(pid)
+
+
 def run_config(python, env, k, n, seed):
     e = {key: v for key, v in os.environ.items()
          if not key.startswith("PYTHON")}
@@ -312,12 +311,12 @@ def run_config(python, env, k, n, seed):
     parent = int(open("/proc/%d/status" % next(iter(measured)))
                  .read().split("PPid:")[1].split()[0])
     for pid in measured:
-        roll = smaps_rollup(pid)
+        roll = read_rollup(pid)
         copied, new = count_pages(parent, pid, page)
         measured[pid] = {"uss": roll["Private_Clean"]
                          + roll["Private_Dirty"], "pss": roll["Pss"],
                          "copied": copied, "new": new}
-    parent_roll = smaps_rollup(parent)
+    parent_roll = read_rollup(parent)
     p.stdin.close()
     out = p.stdout.read()
     p.wait()

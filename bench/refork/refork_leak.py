@@ -21,15 +21,20 @@ import os
 import subprocess
 import sys
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+COWSTAT = os.path.join(ROOT, "Tools", "cowstat")
+
+# argv: variant, rounds, the directory of cowstat (whose /proc reader it
+# uses).
 CHILD = r'''
 import gc, os, sys
 variant, rounds = sys.argv[1], int(sys.argv[2])
+sys.path.insert(0, sys.argv[3])
+from cowstat.proc import read_rollup
 
 def rss():
-    with open("/proc/self/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("Rss:"):
-                return int(line.split()[1])
+    return read_rollup("self")["Rss"]
 
 def fork_and_wait():
     pid = os.fork()
@@ -85,7 +90,8 @@ MODES = [
 def run(python, variant, rounds, env):
     e = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     e.update(env)
-    out = subprocess.run([python, "-c", CHILD, variant, str(rounds)],
+    out = subprocess.run([python, "-c", CHILD, variant, str(rounds),
+                          COWSTAT],
                          env=e, check=True, capture_output=True,
                          text=True).stdout.split()
     return out

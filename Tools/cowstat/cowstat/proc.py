@@ -57,6 +57,21 @@ def _read_text(path):
         return f.read().decode("utf-8", "replace")
 
 
+def _split_stat(data):
+    """Split the text of /proc/PID/stat into (command name, the fields after
+    it); None if it has no command name.
+
+    The command name is in parentheses and may itself contain spaces or
+    parentheses: it ends at the last ')'.  The fields after it start with
+    the kernel's field 3 (state): index i is field i + 3 of proc(5).
+    """
+    lpar = data.find("(")
+    rpar = data.rfind(")")
+    if lpar < 0 or rpar < lpar:
+        return None
+    return data[lpar + 1:rpar], data[rpar + 1:].split()
+
+
 def read_stat(pid):
     """Return (command name, state, ppid) from /proc/PID/stat.
 
@@ -68,14 +83,10 @@ def read_stat(pid):
         if e.errno in _GONE_ERRNOS:
             raise ProcessGone(pid)
         raise
-    # The command name is in parentheses and may itself contain spaces or
-    # parentheses: it ends at the last ')'.
-    lpar = data.find("(")
-    rpar = data.rfind(")")
-    if lpar < 0 or rpar < lpar:
+    split = _split_stat(data)
+    if split is None:
         raise ProcessGone(pid)
-    comm = data[lpar + 1:rpar]
-    rest = data[rpar + 1:].split()
+    comm, rest = split
     if len(rest) < 2:
         raise ProcessGone(pid)
     try:
@@ -269,3 +280,100 @@ def sample_tree(root):
 def totals(entries):
     """Sum MEMORY_FIELDS over ENTRIES."""
     return {field: sum(e[field] for e in entries) for field in MEMORY_FIELDS}
+
+
+# ------------------------------------------------------------------
+# Raw readers for scripts (the benchmarks): /proc's own field names and
+# units, OSError (FileNotFoundError, ProcessLookupError, ...) when a
+# process is gone, as open() raises it.
+
+# Clock ticks per second: the unit of the times in /proc/PID/stat.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def read_rollup(pid="self"):
+    """Return every "kB" field of /proc/PID/smaps_rollup by its kernel name
+    (Rss, Pss, Pss_Anon, Private_Clean, Private_Dirty, Swap, ...), in KiB,
+    plus "USS" = Private_Clean + Private_Dirty (what the process alone
+    holds).
+
+    PID is a number or "self".  A process without user memory (a zombie)
+    has only USS, 0.  Raises OSError if the file cannot be read.
+    """
+    vals = {}
+    for line in _read_text("%s/%s/smaps_rollup" % (PROC, pid)).splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            vals[parts[0].rstrip(":")] = int(parts[1])
+    vals["USS"] = vals.get("Private_Clean", 0) + vals.get("Private_Dirty", 0)
+    return vals
+
+
+def stat_fields(pid):
+    """Return the fields of /proc/PID/stat after the command name, as
+    strings: index i is field i + 3 of proc(5) (0: state, 1: ppid,
+    2: pgrp, 7: minflt, 11: utime, 12: stime, 19: starttime).
+
+    Raises OSError if the file cannot be read, ValueError if it has no
+    command name.
+    """
+    split = _split_stat(_read_text("%s/%s/stat" % (PROC, pid)))
+    if split is None:
+        raise ValueError("no command name in %s/%s/stat" % (PROC, pid))
+    return split[1]
+
+
+def read_cpu_faults(pid):
+    """Return {"cpu_s": user + system CPU seconds, "minflt": minor page
+    faults (copy-on-write faults among them)} of process PID."""
+    fields = stat_fields(pid)
+    return {"cpu_s": (int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
+            "minflt": int(fields[7])}
+
+
+def start_ticks(pid):
+    """Return the start time of PID in clock ticks (CLOCK_TICKS a second)
+    since boot (stat field 22); compare with uptime()."""
+    return int(stat_fields(pid)[19])
+
+
+def uptime():
+    """Return the seconds since boot (/proc/uptime)."""
+    return float(_read_text(PROC + "/uptime").split()[0])
+
+
+def proc_table():
+    """Return {pid: (ppid, pgrp)} of every process in /proc (processes that
+    exit while being read are left out)."""
+    out = {}
+    for name in os.listdir(PROC):
+        if not name.isdigit():
+            continue
+        try:
+            fields = stat_fields(name)
+        except OSError:
+            continue
+        out[int(name)] = (int(fields[1]), int(fields[2]))
+    return out
+
+
+def table_children(table, pid):
+    """Return the sorted PIDs whose parent is PID in TABLE (a
+    proc_table())."""
+    return sorted(p for p, (pp, _) in table.items() if pp == pid)
+
+
+def child_pids(pid):
+    """Return the sorted children of PID: the kernel's list of the main
+    thread's children (/proc/PID/task/PID/children) if the kernel has one,
+    cheaper than scanning /proc, else from proc_table()."""
+    try:
+        text = _read_text("%s/%d/task/%d/children" % (PROC, pid, pid))
+    except FileNotFoundError:
+        return table_children(proc_table(), pid)
+    return sorted(int(x) for x in text.split())
+
+
+def group_members(pgid):
+    """Return the sorted PIDs of the processes of process group PGID."""
+    return sorted(p for p, (_, pg) in proc_table().items() if pg == pgid)
