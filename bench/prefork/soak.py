@@ -6,7 +6,8 @@
         [--md FILE]                         # --help for the rest
 
 One gunicorn server (bench/prefork/app.py, the server of run.py, started
-with run.py's helpers: same site directory, environment and command line)
+with run.py's helpers in deps.py and server.py: same site directory,
+environment and command line)
 with worker recycling (--max-requests, --max-requests-jitter) under
 continuous wrk load (spread.lua, in --chunk second runs so that errors are
 counted per chunk), SIGHUP to the master every --hup-every seconds (gunicorn
@@ -49,15 +50,18 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import run as prefork            # noqa: E402  (bench/prefork/run.py helpers)
+# The pre-fork benchmark's modules, next to this script (sys.path[0] when
+# it runs as a script); importing common puts Tools/cowstat on sys.path.
+from common import MIB, ROOT, Mode, log     # MIB: smaps values are kB
+from cowstat import proc as cowproc
+from deps import build_site, check_deps
+from report import gunicorn_version, version_of
+from sampling import measure_tree
+from server import (free_port, run_wrk, server_env, start_server,
+                    stop_server, wait_ready)
 
-ROOT = prefork.ROOT
-MIB = prefork.MIB                # smaps values are kB
 DEFAULT_ENV = {"PYTHONCOWFORK": "immortal"}
 EXIT_MARGIN = 1.0          # seconds; see analyse()
-log = prefork.log
 
 
 # ------------------------------------------------------------------ stats
@@ -114,32 +118,6 @@ def within_slope(groups):
         sxy += sum((p[0] - mx) * (p[1] - my) for p in pts)
         n += len(pts)
     return {"slope": sxy / sxx, "n": n} if sxx else None
-
-
-# ------------------------------------------------------------------ /proc
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def start_ticks(pid):
-    """Start time of PID in clock ticks since boot (stat field 22)."""
-    with open("/proc/%d/stat" % pid) as f:
-        s = f.read()
-    return int(s[s.rindex(")") + 2:].split()[19])
-
-
-def child_pids(pid):
-    """Children of PID (the kernel's list if it has one: cheaper than
-    scanning /proc)."""
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return sorted(int(x) for x in f.read().split())
-    except FileNotFoundError:
-        return prefork.children(prefork.proc_table(), pid)
-
-
-def uptime():
-    with open("/proc/uptime") as f:
-        return float(f.read().split()[0])
 
 
 # ------------------------------------------------------------------ log
@@ -220,7 +198,7 @@ class Load(threading.Thread):
             wargs.seed = self.args.seed + i        # new ids every chunk
             rec = {"chunk": i, "t_start": t, "seconds": secs}
             try:
-                res = prefork.run_wrk(self.port, wargs, secs)
+                res = run_wrk(self.port, wargs, secs)
                 text = parse_wrk_text(res["stdout"])
                 # spread.lua's counters and wrk's printed lines: the larger
                 # of the two if they ever disagree.
@@ -263,7 +241,7 @@ def wait_for_python(python, timeout=300):
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return prefork.version_of(python)
+            return version_of(python)
         except (OSError, subprocess.CalledProcessError):
             if time.monotonic() > deadline:
                 raise
@@ -286,32 +264,31 @@ def soak(args, python, env_over, workdir):
                 if not k.startswith("PYTHON")}
     gargs = ["--max-requests", str(args.max_requests),
              "--max-requests-jitter", str(args.max_requests_jitter),
-             # after run.py's "--log-level warning": the last one wins; info
-             # logs every boot, autorestart and exit with the worker's pid.
+             # after start_server's "--log-level warning": the last one
+             # wins; info logs every boot, autorestart and exit with the
+             # worker's pid.
              "--log-level", "info"]
-    # K= in --env: not set (only the variables run.py's server_env sets
+    # K= in --env: not set (only the variables server.py's server_env sets
     # itself, PYTHONPATH, PYTHONHASHSEED, PYTHONDONTWRITEBYTECODE, are set
     # besides these).
-    mode = prefork.Mode("soak", "cowpy",
-                        {k: v for k, v in env_over.items() if v}, gargs,
-                        "soak")
-    srv_env = prefork.server_env(base_env, args.site_dir, mode, args.users,
-                                 workdir)
+    mode = Mode("soak", "cowpy", {k: v for k, v in env_over.items() if v},
+                gargs, "soak")
+    srv_env = server_env(base_env, args.site_dir, mode, args.users, workdir)
     obs = {"env": dict(sorted(mode.env.items())),
            "fork_mode": fork_mode(python, srv_env)}
-    port = prefork.free_port()
-    proc, cmd, _ = prefork.start_server(python, mode, args, args.site_dir,
-                                        base_env, port, workdir)
+    port = free_port()
+    proc, cmd, _ = start_server(python, mode, args, args.site_dir,
+                                base_env, port, workdir)
     obs["cmd"] = " ".join(cmd)
     logf = LogFollower(os.path.join(workdir, "gunicorn.log"))
     outf = LogFollower(os.path.join(workdir, "stdout.log"))
     outf.poll(0)
     t_boot = time.monotonic()
     try:
-        health = prefork.wait_ready(proc, port, args.workers,
-                                    args.startup_timeout, workdir)
+        health = wait_ready(proc, port, args.workers, args.startup_timeout,
+                            workdir)
     except Exception:
-        prefork.stop_server(proc, args.stop_timeout)
+        stop_server(proc, args.stop_timeout)
         raise
     obs["startup_s"] = time.monotonic() - t_boot
     obs["health"] = health
@@ -354,28 +331,28 @@ def soak(args, python, env_over, workdir):
             # Worker pids: every child of the master, now; the spawn time
             # from /proc (a worker first known from its log line gets it
             # here too).
-            up = uptime()
-            kids = child_pids(proc.pid)
+            up = cowproc.uptime()
+            kids = cowproc.child_pids(proc.pid)
             timeline.append((t, len(kids),
                              sum(1 for p in kids if p not in exiting)))
             for pid in kids:
                 w = workers.get(pid)
                 if w is None or "start_ticks" not in w:
                     try:
-                        st = start_ticks(pid)
+                        st = cowproc.start_ticks(pid)
                     except OSError:
                         continue
                     w = workers.setdefault(pid, new_worker(pid))
-                    w.update(start_ticks=st, spawn_t=t - (up - st / TICKS),
-                             first_seen=t)
+                    w.update(start_ticks=st, first_seen=t,
+                             spawn_t=t - (up - st / cowproc.CLOCK_TICKS))
                 w["last_seen"] = t
             if args.hup_every and t >= next_hup:
                 os.kill(proc.pid, signal.SIGHUP)
                 hups.append(t)
                 next_hup += args.hup_every
             if t >= next_sample:
-                up = uptime()
-                for p in prefork.measure_tree(proc.pid):
+                up = cowproc.uptime()
+                for p in measure_tree(proc.pid):
                     w = workers.get(p["pid"])
                     if p["role"] == "worker" and w is None:
                         continue             # seen next tick
@@ -407,11 +384,11 @@ def soak(args, python, env_over, workdir):
         t_stop = clock()
         # Exits before this point are the soak's; later ones the shutdown's.
         logf.poll(t_stop)
-        for pid in child_pids(proc.pid):
+        for pid in cowproc.child_pids(proc.pid):
             if pid in workers:
                 workers[pid]["last_seen"] = t_stop
         stopped_at = t_stop
-        killed = prefork.stop_server(proc, args.stop_timeout)
+        killed = stop_server(proc, args.stop_timeout)
         logf.poll(clock())
         outf.poll(clock())
     obs.update(duration_s=min(stopped_at, duration) if master_exit is None
@@ -1087,12 +1064,12 @@ def main():
             ap.error("--env wants K=V, not %r" % kv)
         k, v = kv.split("=", 1)
         env_over[k] = v
-    args.attribution = False          # run.start_server's switch: off here
+    args.attribution = False          # server.start_server's switch: off here
 
-    prefork.check_deps(args.install_deps)
+    check_deps(args.install_deps)
     base_env = {k: v for k, v in os.environ.items()
                 if not k.startswith("PYTHON")}
-    prefork.build_site(args.site_dir, [python], base_env)
+    build_site(args.site_dir, [python], base_env)
     # The server's log directory: under build/ by default, not /tmp (a
     # /tmp cleaner that removes it makes gunicorn's master exit at the next
     # SIGHUP, when it reopens its log file).
@@ -1103,7 +1080,7 @@ def main():
     print("soak: gunicorn %s (sync) --preload -w %d --max-requests %d "
           "--max-requests-jitter %d, SIGHUP every %gs, %g min under wrk -c "
           "%d (%ds chunks), samples every %gs" % (
-              prefork.gunicorn_version(), args.workers, args.max_requests,
+              gunicorn_version(), args.workers, args.max_requests,
               args.max_requests_jitter, args.hup_every, args.minutes,
               args.connections, args.chunk, args.sample_every))
     print("  %s (%s), %s" % (python, version, env_str))
@@ -1124,7 +1101,7 @@ def main():
             "warmup": args.warmup,
             "max_slope": args.max_slope, "max_growth": args.max_growth,
             "minutes": args.minutes, "startup_s": obs["startup_s"],
-            "gunicorn": prefork.gunicorn_version(),
+            "gunicorn": gunicorn_version(),
             "kernel": os.uname().release, "cpus": os.cpu_count(),
             "loadavg_end": os.getloadavg()[0]}
     print_report(r, meta)
