@@ -689,6 +689,128 @@ class AttributionApiTest(unittest.TestCase):
             attribution.install_signal_handler(path_template="/tmp/{nope}")
 
 
+# ------------------------------------------------------------ pymalloc census
+
+# A parent with a partly used pymalloc heap (every third list freed) forks;
+# the child takes the pool census at the fork and after freeing a fifth of
+# the inherited lists (on cowpy: frees in pools set aside at the fork, which
+# take them back as "dropped" pools), each time next to the runtime's own
+# count (sys._debugmallocstats(), read from stderr) and, on cowpy,
+# sys._cow_alloc_stats().  JSON on stdout, from the parent and the child.
+CENSUS = r"""
+import gc, json, os, re, sys, tempfile
+from cowstat import pymalloc
+
+def malloc_stats():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read().decode()
+    pools = used = 0
+    for line in text.splitlines():
+        m = re.match(r"\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$", line)
+        if m:
+            _, size, npools, blocks, _ = map(int, m.groups())
+            pools += npools
+            used += blocks * size
+    return {"pools": pools, "used_kib": used / 1024.0}
+
+def take():
+    census = pymalloc.pymalloc_census()
+    return {"census": census, "runtime": malloc_stats(),
+            "cow": getattr(sys, "_cow_alloc_stats", dict)()}
+
+keep = [[i] * (i % 7) for i in range(200000)]
+del keep[::3]
+gc.collect()
+malloc_stats()
+out = {"parent": take()}
+pid = os.fork()
+if pid == 0:
+    out = {"at_fork": take()}
+    del keep[::5]
+    out["after_frees"] = take()
+    print(json.dumps(out), flush=True)
+    os._exit(0)
+print(json.dumps(out), flush=True)
+os.waitpid(pid, 0)
+"""
+
+HAVE_COW_ALLOC = hasattr(sys, "_cow_alloc_stats")
+
+
+@unittest.skipUnless(HAVE_PROC and sys.maxsize > 2 ** 32,
+                     "needs Linux /proc and a 64-bit build")
+class PymallocCensusTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        env = tool_env(PYTHONCOWALLOC="aside", PYTHONCOWFORK="freeze")
+        env.pop("PYTHONMALLOC", None)
+        p = subprocess.run([sys.executable, "-c", CENSUS], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           universal_newlines=True, timeout=120)
+        if p.returncode:
+            raise AssertionError("census helper failed (%d):\n%s"
+                                 % (p.returncode, p.stderr))
+        cls.res = {}
+        for line in p.stdout.splitlines():
+            cls.res.update(json.loads(line))
+
+    def assert_matches_runtime(self, when):
+        r = self.res[when]
+        c, rt = r["census"], r["runtime"]
+        self.assertNotIn("error", c)
+        # The census and the runtime's count are taken one after the
+        # other, and the census allocates: a few pools of slack.
+        self.assertAlmostEqual(c["pools"] - c["empty_pools"], rt["pools"],
+                               delta=32, msg="%s: %r" % (when, r))
+        self.assertAlmostEqual(c["used_kib"], rt["used_kib"],
+                               delta=max(512, rt["used_kib"] * 0.02),
+                               msg="%s: %r" % (when, r))
+
+    def test_census_counts_the_runtimes_pools(self):
+        for when in ("parent", "at_fork", "after_frees"):
+            with self.subTest(when=when):
+                self.assert_matches_runtime(when)
+        self.assertEqual(self.res["parent"]["census"]["aside_pools"], 0)
+        self.assertEqual(self.res["parent"]["census"]["dropped_pools"], 0)
+        if not HAVE_COW_ALLOC:
+            for when in ("at_fork", "after_frees"):
+                c = self.res[when]["census"]
+                self.assertEqual((c["aside_pools"], c["dropped_pools"]),
+                                 (0, 0), when)
+
+    @unittest.skipUnless(HAVE_COW_ALLOC,
+                         "cowpy only: sys._cow_alloc_stats(), set-aside")
+    def test_set_aside_pools_are_counted(self):
+        at_fork = self.res["at_fork"]
+        c, cow = at_fork["census"], at_fork["cow"]
+        self.assertEqual(cow["mode"], "aside")
+        self.assertGreater(cow["aside"], 100, cow)
+        self.assertEqual(c["runtime_check"], "ok", c)
+        self.assertEqual((c["aside_pools"], c["aside_free_blocks"]),
+                         (cow["aside"], cow["aside_free_blocks"]))
+        # After the frees most aside pools were taken back ("dropped":
+        # nextoffset POOL_SIZE + 1), and the census still has them all.
+        after = self.res["after_frees"]
+        c, cow = after["census"], after["cow"]
+        self.assertGreater(cow["reclaimed"], 100, cow)
+        self.assertEqual(c["runtime_check"], "ok", c)
+        self.assertEqual(c["aside_pools"], cow["aside"])
+        self.assertGreater(c["dropped_pools"], 0.9 * cow["reclaimed"], c)
+        self.assertLessEqual(c["dropped_pools"], cow["reclaimed"], c)
+        self.assertGreater(c["dropped_kib"], 0, c)
+        self.assert_matches_runtime("after_frees")
+
+
 # ---------------------------------------------------------- show and errors
 
 @unittest.skipUnless(HAVE_PROC, "needs Linux /proc")

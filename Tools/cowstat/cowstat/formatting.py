@@ -232,6 +232,14 @@ def _format(h, rows, regions=(), written=()):
                    pc["free_kib"], pc["pools_with_holes"],
                    pc["hole_pages"], pc["virgin_kib"], pc["virgin_pages"],
                    pc["empty_pools"]))
+            if pc.get("aside_pools") or pc.get("dropped_pools"):
+                out.append(
+                    "parent's pools in cowpy's set-aside after fork: %d set "
+                    "aside (their %.0f KiB free, counted above, unused until "
+                    "taken back), %d taken back (dropped), abandoning %.0f "
+                    "KiB (neither in use nor free until the pool empties)"
+                    % (pc["aside_pools"], pc["aside_free_kib"],
+                       pc["dropped_pools"], pc["dropped_kib"]))
     out.append("")
     if h.get("diff") == "parent-mem":
         out.append("bytes changed since the fork: %d pages differ from the "
