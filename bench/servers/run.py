@@ -161,14 +161,115 @@ print(json.dumps({"ok": ok, "failed": failed, "seconds": dt,
                   "checksum": round(total, 2)}))
 '''
 
-STACKS = {"mp": run_mp, "celery": run_celery}
+# gunicorn stacks: app, extra gunicorn arguments, wrk paths
+GUNICORN = {
+    "django": ("djapp.wsgi:application", [],
+               ["/product/%d", "/page/%d", "/db/%d"]),
+    "asgi": ("asgi_app:app", ["-k", "uvicorn.workers.UvicornWorker"],
+             ["/product/%d", "/search/%d"]),
+}
+FREEZE_HOOKS = os.path.join(ROOT, "bench", "prefork", "freeze_hooks.py")
+
+
+def http_json(port, path):
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, json.loads(r.read() or b"null")
+    finally:
+        c.close()
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_wrk(port, paths, seconds, connections=8):
+    out = subprocess.run(
+        ["wrk", "-t", "2", "-c", str(connections), "-d", "%ds" % seconds,
+         "--timeout", "10s", "-s", os.path.join(HERE, "paths.lua"),
+         "http://127.0.0.1:%d" % port, "--"] + paths,
+        capture_output=True, text=True, timeout=seconds + 60)
+    text = out.stdout
+    rate = requests = errors = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if line.startswith("Requests/sec:"):
+            rate = float(parts[1])
+        elif "requests in" in line:
+            requests = int(parts[0])
+        elif line.strip().startswith("Non-2xx"):
+            errors += int(parts[-1])
+        elif line.strip().startswith("Socket errors:"):
+            errors += sum(int(x.rstrip(",")) for x in parts[3::2])
+    return rate, requests, errors, text
+
+
+def run_gunicorn(stack, python, env, args):
+    app, extra, paths = GUNICORN[stack]
+    work = tempfile.mkdtemp(prefix="cowpy-%s-" % stack)
+    env = dict(env, SERVERS_DJANGO_DB=os.path.join(work, "db.sqlite3"))
+    port = free_port()
+    hooks = ["-c", FREEZE_HOOKS] if env.get("SERVERS_RECIPE") else []
+    proc = subprocess.Popen(
+        [python, "-m", "gunicorn", "--preload", "-w", str(args.workers),
+         "-b", "127.0.0.1:%d" % port] + hooks + extra + [app],
+        env=env, cwd=HERE, stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(work, "server.log"), "w"),
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        health = None
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(open(os.path.join(
+                    work, "server.log")).read()[-3000:])
+            try:
+                st, health = http_json(port, "/health")
+                if st == 200 and len(children(proc.pid)) >= args.workers:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        else:
+            raise RuntimeError("%s did not start" % stack)
+        run_wrk(port, paths, args.warmup)
+        rate, requests, errors, text = run_wrk(port, paths, args.duration)
+        workers = mem_of(children(proc.pid))
+        tree = mem_of([proc.pid]) + workers
+        imm = set()
+        for _ in range(4 * args.workers):
+            imm.add(http_json(port, "/health")[1]["immortal"])
+        return (workers, sum(m["pss"] for m in tree), rate, "req/s",
+                errors, "%d requests, immortal in worker: %s"
+                % (requests, sorted(imm)))
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+        except Exception:
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+STACKS = {"mp": run_mp, "celery": run_celery,
+          "django": lambda *a: run_gunicorn("django", *a),
+          "asgi": lambda *a: run_gunicorn("asgi", *a)}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("stock")
     ap.add_argument("cowpy")
-    ap.add_argument("--stacks", default="mp,celery")
+    ap.add_argument("--stacks", default="mp,celery,django,asgi")
+    ap.add_argument("--duration", type=int, default=15,
+                    help="wrk seconds per gunicorn stack and mode")
+    ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--tasks", type=int, default=400)
