@@ -62,7 +62,7 @@ COWPY := $(B)/cowpy/bin/python3
         servers-deps \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize bench-alloc bench-exit bench-refork bench-prefork-refork bench-uwsgi install \
+        bench-immortalize bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-uwsgi install \
         export-patches \
         clean distclean \
         cowpy-debug cowpy-asan check-debug check-asan fuzz soak
@@ -345,10 +345,10 @@ demo: deps all
 	$(call say,PROBE,bench/cow_probe.py: stock vs cowpy)
 	$(Q)$(STOCK) bench/cow_probe.py --compare $(STOCK) $(COWPY)
 
-test: all cowpy-debug uwsgi
+test: all cowpy-debug uwsgi servers-deps
 	@$(ROOT)/Tools/make/run_tests.sh
 
-test-ours: all cowpy-debug uwsgi
+test-ours: all cowpy-debug uwsgi servers-deps
 	@COWPY_SKIP_UPSTREAM=1 $(ROOT)/Tools/make/run_tests.sh
 
 bench-probe: all
@@ -429,13 +429,20 @@ bench-prefork-refork: all
 	    --modes stock+hooks-refork,cowpy-refork,cowpy-immortal-refork \
 	    --baseline stock+hooks-refork | tee $(RESULTS)/prefork_refork.txt
 
+# The other pre-fork users (#16): multiprocessing.Pool (fork), Celery
+# prefork, Django and Starlette (uvicorn workers) under gunicorn --preload.
+bench-servers: all servers-deps
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/servers/run.py $(STOCK) $(COWPY) \
+	    --csv $(RESULTS)/servers.csv | tee $(RESULTS)/servers.txt
+
 # uWSGI in every mode (bench/uwsgi/run.py).
 bench-uwsgi: uwsgi
 	@mkdir -p $(RESULTS)
 	@$(STOCK) bench/uwsgi/run.py | tee $(RESULTS)/uwsgi.txt
 
 bench: bench-probe bench-gc bench-instructions bench-speed bench-prefork \
-       bench-immortalize bench-alloc bench-exit bench-uwsgi
+       bench-immortalize bench-alloc bench-exit bench-servers bench-uwsgi
 
 clean:
 	rm -rf $(B)/obj $(B)/stock $(B)/cowpy

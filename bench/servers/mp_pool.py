@@ -17,6 +17,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__)))), "Tools", "cowstat"))
 from cowstat import proc as cowproc  # noqa: E402
+from cowstat.pages import count_pages  # noqa: E402
 
 import catalogue  # noqa: E402
 
@@ -39,6 +40,10 @@ def main():
         total = sum(pool.map(catalogue.scan, range(tasks), chunksize=1))
         dt = time.perf_counter() - t0
         mem = [cowproc.read_memory(p.pid) for p in pool._pool]
+        kib = os.sysconf("SC_PAGE_SIZE") // 1024
+        for m, p in zip(mem, pool._pool):
+            m["copied"] = sum(count_pages(os.getpid(), p.pid)[0].values()) \
+                * kib
     print(json.dumps({"tasks": tasks, "seconds": dt, "checksum": total,
                       "workers": mem}))
 

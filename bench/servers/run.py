@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "Tools", "cowstat"))
 from cowstat import proc as cowproc  # noqa: E402
+from cowstat.pages import count_pages  # noqa: E402
 
 SERVERS_SITE = os.path.join(ROOT, "build", "servers", "root", "usr", "lib",
                             "python3", "dist-packages")
@@ -62,11 +63,19 @@ def children(pid):
                     if p["ppid"] == pid)
 
 
-def mem_of(pids):
+def mem_of(pids, parent=None):
+    """Memory of each of PIDS (KiB); with PARENT, also "copied": the
+    pages a worker copied from its parent (pagemap), as opposed to what it
+    allocated itself (USS counts both)."""
     out = []
     for p in pids:
         try:
-            out.append(cowproc.read_memory(p))
+            m = cowproc.read_memory(p)
+            if parent is not None:
+                copied, _ = count_pages(parent, p)
+                m["copied"] = sum(copied.values()) * \
+                    (os.sysconf("SC_PAGE_SIZE") // 1024)
+            out.append(m)
         except Exception:
             pass
     return out
@@ -77,6 +86,8 @@ def row(stack, mode, workers, tree_pss, rate, unit, failures, extra=""):
             "workers": len(workers),
             "uss_mib": statistics.mean(w["uss"] for w in workers) / MIB,
             "pss_mib": statistics.mean(w["pss"] for w in workers) / MIB,
+            "copied_mib": (statistics.mean(w["copied"] for w in workers)
+                           / MIB if "copied" in workers[0] else None),
             "tree_pss_mib": tree_pss / MIB if tree_pss else None,
             "rate": rate, "unit": unit, "failures": failures,
             "note": extra}
@@ -125,7 +136,7 @@ def run_celery(python, env, args):
             raise RuntimeError(client.stderr[-2000:])
         d = json.loads(client.stdout.splitlines()[-1])
         pids = children(proc.pid)
-        workers = mem_of(pids)
+        workers = mem_of(pids, proc.pid)
         tree = mem_of([proc.pid]) + workers
         return (workers, sum(m["pss"] for m in tree),
                 d["ok"] / d["seconds"], "tasks/s", d["failed"],
@@ -213,7 +224,8 @@ def run_wrk(port, paths, seconds, connections=8):
 def run_gunicorn(stack, python, env, args):
     app, extra, paths = GUNICORN[stack]
     work = tempfile.mkdtemp(prefix="cowpy-%s-" % stack)
-    env = dict(env, SERVERS_DJANGO_DB=os.path.join(work, "db.sqlite3"))
+    env = dict(env, SERVERS_DJANGO_DB=os.path.join(work, "db.sqlite3"),
+               SERVERS_DJANGO_LOG=os.path.join(work, "app.log"))
     port = free_port()
     hooks = ["-c", FREEZE_HOOKS] if env.get("SERVERS_RECIPE") else []
     proc = subprocess.Popen(
@@ -240,7 +252,7 @@ def run_gunicorn(stack, python, env, args):
             raise RuntimeError("%s did not start" % stack)
         run_wrk(port, paths, args.warmup)
         rate, requests, errors, text = run_wrk(port, paths, args.duration)
-        workers = mem_of(children(proc.pid))
+        workers = mem_of(children(proc.pid), proc.pid)
         tree = mem_of([proc.pid]) + workers
         imm = set()
         for _ in range(4 * args.workers):
@@ -262,6 +274,17 @@ STACKS = {"mp": run_mp, "celery": run_celery,
           "asgi": lambda *a: run_gunicorn("asgi", *a)}
 
 
+def ensure_sites(pythons):
+    """build/servers (make servers-deps) must exist; gunicorn comes from
+    the pre-fork benchmark's private copy of Debian's (built if needed)."""
+    if not os.path.isdir(SERVERS_SITE):
+        sys.exit("run make servers-deps first (%s missing)" % SERVERS_SITE)
+    sys.path.insert(0, os.path.join(ROOT, "bench", "prefork"))
+    import deps
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    deps.build_site(PREFORK_SITE, pythons, env)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("stock")
@@ -279,17 +302,16 @@ def main():
     args = ap.parse_args()
     pythons = {"stock": os.path.abspath(args.stock),
                "cowpy": os.path.abspath(args.cowpy)}
-    if not os.path.isdir(SERVERS_SITE):
-        sys.exit("run make servers-deps first (%s missing)" % SERVERS_SITE)
+    ensure_sites(sorted(set(pythons.values())))
     rows = []
     print("servers benchmark: %d workers, %d tasks, %d catalogue records"
           % (args.workers, args.tasks, args.records))
     for stack in args.stacks.split(","):
         base = None
         print("\n%s" % stack)
-        print("  %-16s %9s %9s %9s %10s %9s %8s %8s  %s"
-              % ("mode", "USS MiB", "PSS MiB", "tree PSS", "rate",
-                 "failures", "USS", "rate", "note"))
+        print("  %-16s %9s %9s %9s %9s %10s %9s %8s %8s  %s"
+              % ("mode", "USS MiB", "copied", "PSS MiB", "tree PSS",
+                 "rate", "failures", "USS", "rate", "note"))
         for mode in args.modes.split(","):
             which, extra = MODES[mode]
             env = base_env(extra, args.records)
@@ -303,8 +325,10 @@ def main():
             ratio = ("%7.3fx %7.2fx" % (r["uss_mib"] / base["uss_mib"],
                                         r["rate"] / base["rate"])
                      if base else "%8s %8s" % ("", ""))
-            print("  %-16s %9.1f %9.1f %9s %10.1f %9d %s  %s" % (
-                mode, r["uss_mib"], r["pss_mib"],
+            print("  %-16s %9.1f %9s %9.1f %9s %10.1f %9d %s  %s" % (
+                mode, r["uss_mib"],
+                "-" if r["copied_mib"] is None else "%.1f" % r["copied_mib"],
+                r["pss_mib"],
                 "%.1f" % r["tree_pss_mib"] if tree else "-",
                 r["rate"], failures, ratio, note), flush=True)
     print("\nratios: worker USS and %s vs %s" % ("rate", BASELINE))

@@ -8,5 +8,6 @@ urlpatterns = [
     path("product/<int:i>", views.product),
     path("page/<int:n>", views.page),
     path("db/<int:i>", views.db_product),
+    path("sitemap", views.sitemap),
     path("health", views.health),
 ]

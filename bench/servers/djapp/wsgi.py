@@ -22,9 +22,26 @@ from djapp.shop import models  # noqa: E402
 
 RECORDS = int(os.environ.get("SERVERS_DJANGO_RECORDS", "30000"))
 
+# A log file opened in the master, written by every worker (db views).
+if os.environ.get("SERVERS_DJANGO_LOG"):
+    import logging
+    _handler = logging.FileHandler(os.environ["SERVERS_DJANGO_LOG"])
+    _handler.setFormatter(logging.Formatter("%(process)d %(message)s"))
+    logging.getLogger("djapp").addHandler(_handler)
+    logging.getLogger("djapp").setLevel(logging.INFO)
+
 call_command("migrate", run_syncdb=True, verbosity=0)
 models.fill(RECORDS)
 models.load_cache()
 connections.close_all()
 
 application = get_wsgi_application()
+
+# What Django does lazily at a worker's first request, done here once, as
+# a preloading site would: import the URLconf (views, the admin) and
+# compile the templates (DEBUG=False keeps them in the cached loader).
+from django.template.loader import get_template  # noqa: E402
+from django.urls import get_resolver  # noqa: E402
+
+get_resolver().url_patterns
+get_template("shop/page.html")

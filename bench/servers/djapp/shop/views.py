@@ -1,5 +1,7 @@
+import logging
 import os
 
+from django.db import connection
 from django.http import Http404, JsonResponse
 from django.shortcuts import render
 
@@ -25,7 +27,11 @@ def page(request, n):
                   {"items": items[start:start + 20], "n": n})
 
 
+log = logging.getLogger("djapp")
+
+
 def db_product(request, i):
+    log.info("db %d from %d", i, os.getpid())
     try:
         p = models.Product.objects.select_related("category").get(
             id=1 + i % len(models.BY_ID))
@@ -34,11 +40,29 @@ def db_product(request, i):
     return JsonResponse({"id": p.id, "sku": p.sku, "pid": os.getpid()})
 
 
+def sitemap(request):
+    """Every cached product's URL and price: a view that reads the whole
+    cache (sitemaps, feeds, reports do)."""
+    total = 0
+    urls = []
+    for p in models.BY_ID.values():
+        urls.append("/product/%d" % p.id)
+        total += p.stock
+    return JsonResponse({"urls": len(urls), "stock": total})
+
+
 def health(request):
     import gc
     imm = getattr(gc, "is_immortal", None)
     p = _cached(0)
+    count = models.Product.objects.count()     # this worker's connection
     return JsonResponse({"ok": True, "pid": os.getpid(),
                          "products": len(models.BY_ID),
                          "immortal": bool(imm and imm(p)),
-                         "db": str(models.Product.objects.count())})
+                         "db": count,
+                         # the sqlite3 connection the worker opened, and
+                         # the handler that writes the log file
+                         "conn_immortal": bool(imm and imm(
+                             connection.connection)),
+                         "stream_immortal": bool(imm and any(
+                             imm(h.stream) for h in log.handlers))})
