@@ -431,9 +431,11 @@ bench-prefork-refork: all
 
 # The other pre-fork users (#16): multiprocessing.Pool (fork), Celery
 # prefork, Django and Starlette (uvicorn workers) under gunicorn --preload.
+SERVERS_ROUNDS ?= 3
 bench-servers: all servers-deps
 	@mkdir -p $(RESULTS)
 	@$(STOCK) bench/servers/run.py $(STOCK) $(COWPY) \
+	    --rounds $(SERVERS_ROUNDS) --duration 10 \
 	    --csv $(RESULTS)/servers.csv | tee $(RESULTS)/servers.txt
 
 # uWSGI in every mode (bench/uwsgi/run.py).

@@ -103,7 +103,7 @@ def run_mp(python, env, args):
         raise RuntimeError(out.stderr[-2000:])
     d = json.loads(out.stdout.splitlines()[-1])
     return d["workers"], None, d["tasks"] / d["seconds"], "tasks/s", 0, \
-        "checksum %s" % d["checksum"]
+        "checksum %s, pool start %.2f s" % (d["checksum"], d["startup"])
 
 
 def run_celery(python, env, args):
@@ -298,6 +298,8 @@ def main():
     ap.add_argument("--tasks", type=int, default=400)
     ap.add_argument("--records", type=int, default=100000,
                     help="catalogue records (about 7 objects each)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="interleaved rounds; medians are shown")
     ap.add_argument("--csv")
     args = ap.parse_args()
     pythons = {"stock": os.path.abspath(args.stock),
@@ -306,31 +308,49 @@ def main():
     rows = []
     print("servers benchmark: %d workers, %d tasks, %d catalogue records"
           % (args.workers, args.tasks, args.records))
+    modes = args.modes.split(",")
     for stack in args.stacks.split(","):
-        base = None
-        print("\n%s" % stack)
+        # Rounds interleave the modes; the table shows each figure's
+        # median over the rounds (failures: the sum).
+        runs = {m: [] for m in modes}
+        for rnd in range(args.rounds):
+            for mode in modes:
+                which, extra = MODES[mode]
+                env = base_env(extra, args.records)
+                log("[%s] round %d: %s" % (stack, rnd + 1, mode))
+                workers, tree, rate, unit, failures, note = STACKS[stack](
+                    pythons[which], env, args)
+                r = row(stack, mode, workers, tree, rate, unit, failures,
+                        note)
+                r["round"] = rnd + 1
+                rows.append(r)
+                runs[mode].append(r)
+        print("\n%s (%s; median of %d round(s))"
+              % (stack, runs[modes[0]][0]["unit"], args.rounds))
         print("  %-16s %9s %9s %9s %9s %10s %9s %8s %8s  %s"
               % ("mode", "USS MiB", "copied", "PSS MiB", "tree PSS",
                  "rate", "failures", "USS", "rate", "note"))
-        for mode in args.modes.split(","):
-            which, extra = MODES[mode]
-            env = base_env(extra, args.records)
-            log("[%s] %s" % (stack, mode))
-            workers, tree, rate, unit, failures, note = STACKS[stack](
-                pythons[which], env, args)
-            r = row(stack, mode, workers, tree, rate, unit, failures, note)
-            rows.append(r)
-            if mode == BASELINE:
-                base = r
-            ratio = ("%7.3fx %7.2fx" % (r["uss_mib"] / base["uss_mib"],
-                                        r["rate"] / base["rate"])
+        med = {}
+        for mode in modes:
+            rs = runs[mode]
+            m = {k: (statistics.median(r[k] for r in rs)
+                     if rs[0][k] is not None else None)
+                 for k in ("uss_mib", "copied_mib", "pss_mib",
+                           "tree_pss_mib", "rate")}
+            m["failures"] = sum(r["failures"] for r in rs)
+            med[mode] = m
+            base = med.get(BASELINE)
+            ratio = ("%7.3fx %7.2fx" % (m["uss_mib"] / base["uss_mib"],
+                                        m["rate"] / base["rate"])
                      if base else "%8s %8s" % ("", ""))
             print("  %-16s %9.1f %9s %9.1f %9s %10.1f %9d %s  %s" % (
-                mode, r["uss_mib"],
-                "-" if r["copied_mib"] is None else "%.1f" % r["copied_mib"],
-                r["pss_mib"],
-                "%.1f" % r["tree_pss_mib"] if tree else "-",
-                r["rate"], failures, ratio, note), flush=True)
+                mode, m["uss_mib"],
+                "-" if m["copied_mib"] is None else "%.1f" % m["copied_mib"],
+                m["pss_mib"],
+                "-" if m["tree_pss_mib"] is None
+                else "%.1f" % m["tree_pss_mib"],
+                m["rate"], m["failures"], ratio, rs[-1]["note"]),
+                flush=True)
     print("\nratios: worker USS and %s vs %s" % ("rate", BASELINE))
     if args.csv:
         with open(args.csv, "w", newline="") as f:
