@@ -449,7 +449,7 @@ PyMethodDef _PyGC_CowMethods[] = {
 
 /* For cowpy's tests only, so they are not in the gc module, where
    production code could call them: _testinternalcapi adds these
-   (patch 0012), as CPython keeps its own test hooks there.  The counters
+   (patch 0013), as CPython keeps its own test hooks there.  The counters
    make the next n side-arena collections fail to allocate their arena
    (cow_fail_arena) or keep one garbage object alive, a leak the
    differential oracle must report (cow_break_arena). */
