@@ -109,6 +109,17 @@ class APITests(CowTestCase):
         with self.assertRaisesRegex(TypeError, "must be bool, not NoneType"):
             gc.set_freeze_at_fork(None)
 
+    def test_options_in_help(self):
+        # --help-xoptions and --help-env list cowpy's options (patch 0014).
+        import subprocess
+        xopt = subprocess.run([sys.executable, "--help-xoptions"],
+                              capture_output=True, text=True).stdout
+        env = subprocess.run([sys.executable, "--help-env"],
+                             capture_output=True, text=True).stdout
+        for name in ("cowalloc", "cowfork", "cowgc"):
+            self.assertIn("-X %s=" % name, xopt)
+            self.assertIn("PYTHON%s " % name.upper(), env)
+
     def test_stats(self):
         stats = gc.get_shared_stats()
         self.assertEqual(set(stats), {
