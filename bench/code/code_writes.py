@@ -1,0 +1,1060 @@
+"""What a forked worker copies of the code it inherited (issue #17, item 1).
+
+    python3 bench/code/code_writes.py STOCK COWPY [--functions 5000]
+        [--calls 20] [--modules 50] [--shapes per-call,import]
+        [--sweep 500,1000,2000,5000] [--calls-sweep 1,2]
+        [--no-attribution] [--json FILE] [--keep]
+
+CPython 3.13's specializing interpreter keeps its counters and inline
+caches inside each code object's bytecode (co_code_adaptive).  A worker
+that runs code it inherited from a pre-fork master writes into that code
+(and, when it specializes, into the classes the code uses), and each write
+copies a page.  This benchmark measures it on a generated code base:
+
+- N functions (--functions) in --modules modules, generated into a
+  temporary directory and compiled once (both interpreters read the same
+  .pyc files).  Function i is a small class K{i} (an __init__ storing an
+  attribute and a dict; a method with a loop, a dict lookup and a global)
+  and a function f{i} (a dict, a loop calling the method, a test of a
+  module global): three code objects per function.  Two shapes
+  (--shapes): "per-call", f makes a new K instance at each call (hot:
+  f, K.__init__, K.total); "import", the instance is made at import (hot:
+  f, K.total; K.__init__ ran in the master only).
+- One run per mode and shape: a fresh master process imports every
+  module, prepares as the mode says, forks ONE worker and blocks on a pipe.
+  The worker reads its USS (Private_Clean + Private_Dirty of
+  /proc/self/smaps_rollup, through cowstat.proc.read_rollup), calls each
+  of the first H functions ("hot") --calls times (round-robin), reads its
+  USS again and reports the growth through the pipe.  It also counts, for
+  context, its copied pages (cowstat.pages.count_pages).
+- Modes (in one run, side by side): stock; stock with the gc.freeze()
+  recipe (gc.disable() first thing, gc.collect(); gc.freeze() before the
+  fork, gc.enable() in the worker); cowpy default (freeze at fork); cowpy
+  with gc.freeze(immortalize=True) before the fork; cowpy
+  PYTHONCOWFORK=immortal; and "warm master" variants of the stock recipe
+  and of cowpy immortal, whose master first calls every function --calls
+  times itself.
+- A sweep of H (--sweep) for the stock recipe and cowpy immortal, with a
+  least-squares line (bytes per hot function), and a sweep of --calls
+  (--calls-sweep) for cowpy immortal.
+- Attribution, best-effort (cowpy immortal, cold and warm master): in the
+  master, before the fork, the extents of the generated modules' code
+  objects (inline bytecode included), functions, classes and their shared
+  keys (ht_cached_keys, located through the PyHeapTypeObject layout); in
+  the worker, right after the second USS reading, /proc/self/pagemap and
+  /proc/PPID/pagemap for their pages (copied: present here and in the
+  master, in another frame when frame numbers are visible, else
+  exclusively mapped here, bit 56) and a snapshot of the copied pages
+  (/proc/self/mem, into a buffer mapped before the fork).  Then each
+  copied page is compared byte by byte with the master's (/proc/PPID/mem;
+  the master is idle), each changed byte is given to the object and field
+  holding it, and each changed instruction of co_code_adaptive (at
+  code.__basicsize__ == offsetof(PyCodeObject, co_code_adaptive), checked
+  against code._co_code_adaptive) is classified by comparing the master's
+  and the worker's opcode, oparg and inline cache entries (families and
+  cache sizes from dis and opcode): the final state against the master's,
+  so an instruction counted down and then specialized shows as
+  "specialize".  A copied page identical to the master's was written with
+  the same bytes; if it holds the inline cache of an executed POP_JUMP_IF
+  (which stores its branch history at every execution), it is shown as
+  such.
+
+Memory figures only: this prints no timings (other benchmarks may share
+the machine; memory is not affected by that).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+COWSTAT = os.path.join(ROOT, "Tools", "cowstat")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# name, interpreter, environment, master's preparation
+MODES = [
+    ("stock", "stock", {}, {}),
+    ("stock + recipe", "stock", {}, {"recipe": True}),
+    ("cowpy default", "cowpy", {}, {}),
+    ("cowpy + freeze(immortalize=True)", "cowpy", {},
+     {"immortalize": True}),
+    ("cowpy PYTHONCOWFORK=immortal", "cowpy",
+     {"PYTHONCOWFORK": "immortal"}, {}),
+    ("stock + recipe, warm master", "stock", {},
+     {"recipe": True, "warm": True}),
+    ("cowpy immortal, warm master", "cowpy",
+     {"PYTHONCOWFORK": "immortal"}, {"warm": True}),
+]
+BASELINE = "stock + recipe"
+SWEEP_MODES = ["stock + recipe", "cowpy PYTHONCOWFORK=immortal"]
+ATTRIBUTION_MODES = ["cowpy PYTHONCOWFORK=immortal",
+                     "cowpy immortal, warm master"]
+
+
+# ------------------------------------------------------- the code base
+
+CLASS = '''
+G{i} = {i}
+
+
+class K{i}:
+    def __init__(self, n):
+        self.n = n
+        self.d = {{"a": n, "b": n + {i}}}
+
+    def total(self, k):
+        s = 0
+        for j in range(k):
+            s += self.d["a"] + j
+        return s + G{i}
+'''
+
+FUNCTION = {
+    # A new instance per call: f, K.__init__ and K.total are hot.
+    "per-call": '''
+
+def f{i}(n):
+    o = K{i}(n)
+    d = {{"x": n, "y": {i}}}
+    t = 0
+    for j in range(3):
+        t += o.total(j) + d["x"]
+    if t > G{i}:
+        t -= 1
+    return t + G{i}
+''',
+    # One instance made at import: f and K.total are hot, K.__init__ ran
+    # in the master only.
+    "import": '''
+
+O{i} = K{i}({i})
+
+
+def f{i}(n):
+    o = O{i}
+    d = {{"x": n, "y": {i}}}
+    t = 0
+    for j in range(3):
+        t += o.total(j) + d["x"]
+    if t > G{i}:
+        t -= 1
+    return t + G{i}
+''',
+}
+SHAPES = {
+    "per-call": "a new instance per call (hot: f, K.__init__, K.total)",
+    "import": "one instance made at import (hot: f, K.total)",
+}
+
+
+def per_module(functions, modules):
+    return -(-functions // modules)
+
+
+def generate(directory, functions, modules, shape):
+    """Write modules gen_00 .. into DIRECTORY: function i is in module
+    i // per_module."""
+    per = per_module(functions, modules)
+    for m in range(modules):
+        lo, hi = m * per, min(functions, (m + 1) * per)
+        with open(os.path.join(directory, "gen_%02d.py" % m), "w") as f:
+            f.write('"""Generated by bench/code/code_writes.py."""\n')
+            for i in range(lo, hi):
+                f.write(CLASS.format(i=i))
+                f.write(FUNCTION[shape].format(i=i))
+
+
+# ------------------------------------------------------------ the master
+# Runs in the measured interpreter: code_writes.py --run JSON.  Prints one
+# JSON line.
+
+def work(funcs, calls):
+    t = 0
+    for r in range(calls):
+        for f in funcs:
+            t += f(r)
+    return t
+
+
+def run_master(cfg):
+    if cfg.get("recipe"):
+        import gc
+        gc.disable()
+    import gc
+    sys.path.insert(0, COWSTAT)
+    sys.path.insert(0, cfg["dir"])
+    from cowstat.proc import read_rollup
+    from cowstat.pages import count_pages
+    import importlib
+
+    n, per = cfg["functions"], per_module(cfg["functions"], cfg["modules"])
+    mods = [importlib.import_module("gen_%02d" % m)
+            for m in range(cfg["modules"])]
+    funcs = [getattr(mods[i // per], "f%d" % i) for i in range(n)]
+    hot = funcs[:cfg["hot"]]
+    read_rollup()
+    read_rollup()
+    if cfg.get("warm"):
+        work(funcs, cfg["calls"])
+    attr = None
+    if cfg.get("attribution"):
+        attr = Extents(mods, n, per)
+    if cfg.get("recipe"):
+        gc.collect()
+        gc.freeze()
+    if cfg.get("immortalize"):
+        gc.freeze(immortalize=True)
+    master_uss = read_rollup()["USS"]
+
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            if cfg.get("recipe"):
+                gc.enable()
+            before = read_rollup()["USS"]
+            work(hot, cfg["calls"])
+            after = read_rollup()["USS"]
+            res = {"uss_before": before, "uss_after": after,
+                   "growth_kib": after - before}
+            if attr is not None:
+                attr.snapshot()
+            copied, new = count_pages(os.getppid(), os.getpid())
+            res["copied_pages"] = copied
+            res["new_pages"] = new
+            if attr is not None:
+                res["attribution"] = attr.analyse(hot)
+            data = json.dumps(res).encode()
+        except BaseException:
+            import traceback
+            data = json.dumps({"error": traceback.format_exc()}).encode()
+        try:
+            while data:
+                data = data[os.write(w, data):]
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    while True:
+        b = os.read(r, 1 << 16)
+        if not b:
+            break
+        chunks.append(b)
+    os.close(r)
+    _, status = os.waitpid(pid, 0)
+    res = json.loads(b"".join(chunks) or b'{"error": "no result"}')
+    res["master_uss"] = master_uss
+    res["worker_status"] = status
+    res["version"] = sys.version.split()[0]
+    print(json.dumps(res))
+
+
+# ----------------------------------------------------------- attribution
+
+KIND_CODE, KIND_FUNCTION, KIND_CLASS, KIND_KEYS = 0, 1, 2, 3
+PRESENT = 1 << 63
+SWAPPED = 1 << 62
+EXCLUSIVE = 1 << 56
+PFN_MASK = (1 << 55) - 1
+
+RESUME_CAT = "RESUME -> RESUME_CHECK"
+COUNTER_CATS = ("warmup counter", "failed specialization (backoff)",
+                "miss counter (specialized, deopt backoff)",
+                "branch history", "jump counter")
+OTHER_BYTES = ("other", "bytes of no recorded object")
+NO_CHANGE = ("none", "copied, no byte changed")
+# POP_JUMP_IF_* store their branch history into their inline cache at
+# every execution (3.13, read only by the tier-2 optimizer); once the
+# history is all ones or all zeros the store rewrites the same value: the
+# page is copied, yet identical to the master's.
+SAME_VALUE = ("none", "no byte changed; holds an executed POP_JUMP_IF "
+              "cache (same-value branch-history store)")
+# Page causes, first match wins (the "pages" column).
+PRECEDENCE = ["bytecode", "code header", "type", "keys", "function",
+              "other", "none"]
+GROUP_TITLES = {
+    "bytecode": "code object: co_code_adaptive",
+    "code header": "code object: header fields",
+    "type": "class: type object",
+    "keys": "class: shared keys (ht_cached_keys)",
+    "function": "function object",
+    "other": "no recorded object",
+    "none": "no byte changed",
+}
+
+
+def _in(group, labels=None):
+    return lambda w: w[0] == group and (labels is None or w[1] in labels)
+
+
+SCENARIOS = [
+    ("the RESUME -> RESUME_CHECK writes", [_in("bytecode", {RESUME_CAT})]),
+    ("the POP_JUMP_IF branch-history stores (same-value ones included)",
+     [_in("bytecode", {"branch history"}), _in("none", {SAME_VALUE[1]})]),
+    ("bytecode counters, branch history and RESUME (specializations "
+     "kept)",
+     [_in("bytecode", set(COUNTER_CATS) | {RESUME_CAT}),
+      _in("none", {SAME_VALUE[1]})]),
+    ("all writes into inherited bytecode",
+     [_in("bytecode"), _in("none", {SAME_VALUE[1]})]),
+    ("class writes (type _spec_cache, shared keys)",
+     [_in("type"), _in("keys")]),
+    ("bytecode and class writes",
+     [_in("bytecode"), _in("none", {SAME_VALUE[1]}), _in("type"),
+      _in("keys")]),
+]
+
+
+def _keys_extent(memfd, addr):
+    """(start, end) of a PyDictKeysObject at ADDR (3.11+ layout: a 32-byte
+    header, the index table, unicode entries of 16 bytes), or None."""
+    import struct
+    hdr = os.pread(memfd, 32, addr)
+    if len(hdr) != 32:
+        return None
+    _, log2_size, log2_index_bytes, kind, _, _, _ = struct.unpack(
+        "=qBBBxIqq", hdr)
+    if log2_size > 20 or kind > 2 or \
+            not log2_size <= log2_index_bytes <= log2_size + 3:
+        return None
+    size = (32 + (1 << log2_index_bytes) +
+            ((2 << log2_size) // 3) * (24 if kind == 0 else 16))
+    return addr, addr + size
+
+
+# PyDictKeysObject header (3.13, default build): dk_refcnt, dk_log2_size,
+# dk_log2_index_bytes, dk_kind, (pad), dk_version, dk_usable, dk_nentries.
+KEYS_FIELDS = [(0, 8, "dk_refcnt"), (8, 12, "dk_log2_size, dk_kind"),
+               (12, 16, "dk_version"), (16, 24, "dk_usable"),
+               (24, 32, "dk_nentries")]
+
+
+class Extents:
+    """Built in the master before the fork: the extent of each object of
+    the generated modules (code objects, functions, classes and their
+    shared keys), the pages they span, and scratch memory mapped before
+    the fork (MAP_SHARED anonymous, so that the worker's snapshot neither
+    copies an inherited page nor allocates on one)."""
+
+    def __init__(self, mods, n, per):
+        import array
+        import mmap
+        import struct
+        code_type = type(self.__init__.__code__)
+        self.basic = code_type.__basicsize__
+        starts, ends, kinds, owner = [], [], [], []
+        seen = set()
+        memfd = os.open("/proc/self/mem", os.O_RDONLY)
+        # Offsets in PyHeapTypeObject, found from ht_name/ht_qualname:
+        # ht_qualname, ht_cached_keys, ht_module, _ht_tpname, then
+        # _spec_cache {getitem, getitem_version, init}; checked against
+        # the type's size.
+        k0 = getattr(mods[0], "K0")
+        tsize = type(k0).__basicsize__
+        raw = os.pread(memfd, tsize, id(k0))
+        words = struct.unpack("=%dQ" % (tsize // 8), raw)
+        self.keys_off = None
+        for w in range(2, len(words)):
+            if words[w] == id(k0.__qualname__) and \
+                    words[w - 2] == id(k0.__name__) and \
+                    (w + 7) * 8 == tsize:
+                self.keys_off = (w + 1) * 8
+        self.type_fields = []
+        if self.keys_off is not None:
+            o = self.keys_off
+            self.type_fields = [(o, o + 8, "ht_cached_keys"),
+                                (o + 24, o + 36, "_spec_cache.getitem"),
+                                (o + 40, o + 48, "_spec_cache.init")]
+
+        def add(lo, hi, kind, fn):
+            if lo in seen:
+                return
+            seen.add(lo)
+            starts.append(lo)
+            ends.append(hi)
+            kinds.append(kind)
+            owner.append(fn)
+
+        def add_obj(obj, kind, fn):
+            if kind == KIND_CODE:
+                lo = id(obj)
+                hi = lo + self.basic + len(obj._co_code_adaptive)
+            else:
+                lo = id(obj) - (sys.getsizeof(obj) -
+                                type(obj).__sizeof__(obj))
+                hi = id(obj) + type(obj).__basicsize__
+            add(lo, hi, kind, fn)
+
+        for i in range(n):
+            m = mods[i // per]
+            f = getattr(m, "f%d" % i)
+            c = getattr(m, "K%d" % i)
+            add_obj(f.__code__, KIND_CODE, i)
+            add_obj(f, KIND_FUNCTION, i)
+            add_obj(c, KIND_CLASS, i)
+            for meth in (c.__init__, c.total):
+                add_obj(meth.__code__, KIND_CODE, i)
+                add_obj(meth, KIND_FUNCTION, i)
+            if self.keys_off is not None:
+                ptr = struct.unpack("=Q", os.pread(
+                    memfd, 8, id(c) + self.keys_off))[0]
+                ext = _keys_extent(memfd, ptr) if ptr else None
+                if ext:
+                    add(ext[0], ext[1], KIND_KEYS, i)
+        os.close(memfd)
+        order = sorted(range(len(starts)), key=starts.__getitem__)
+        self.starts = array.array("Q", [starts[k] for k in order])
+        self.ends = array.array("Q", [ends[k] for k in order])
+        self.kinds = array.array("B", [kinds[k] for k in order])
+        self.owner = array.array("l", [owner[k] for k in order])
+        pages = set()
+        for lo, hi in zip(starts, ends):
+            pages.update(range(lo // PAGE, (hi - 1) // PAGE + 1))
+        self.pages = array.array("Q", sorted(pages))
+        npg = len(self.pages)
+        # pagemap entries (here, master), copied flags, page snapshots
+        self.scratch = mmap.mmap(-1, 16 * npg + npg + npg * PAGE)
+        self.npg = npg
+
+    def snapshot(self):
+        """In the worker, first thing after the measurement: pagemap
+        entries of the objects' pages (here and in the master), then a
+        copy of each copied page, allocating no more than a few small
+        objects."""
+        mv = memoryview(self.scratch)
+        npg = self.npg
+        me = mv[:8 * npg].cast("Q")
+        par = mv[8 * npg:16 * npg].cast("Q")
+        flags = mv[16 * npg:17 * npg]
+        snap = mv[17 * npg:]
+        pages = self.pages
+        for path, dest in (("/proc/self/pagemap", me),
+                           ("/proc/%d/pagemap" % os.getppid(), par)):
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                k = 0
+                while k < npg:
+                    j = k
+                    while j + 1 < npg and pages[j + 1] == pages[j] + 1:
+                        j += 1
+                    os.preadv(fd, [dest[k:j + 1].cast("B")], pages[k] * 8)
+                    k = j + 1
+            finally:
+                os.close(fd)
+        fd = os.open("/proc/self/mem", os.O_RDONLY)
+        try:
+            for k in range(npg):
+                e, p = me[k], par[k]
+                if e & PFN_MASK and p & PFN_MASK:
+                    # frame numbers visible (root): another frame
+                    copied = e & PRESENT and p & PRESENT and \
+                        e & PFN_MASK != p & PFN_MASK
+                else:
+                    copied = e & PRESENT and e & EXCLUSIVE and \
+                        p & (PRESENT | SWAPPED)
+                flags[k] = 1 if copied else 0
+                if copied:
+                    os.preadv(fd, [snap[k * PAGE:(k + 1) * PAGE]],
+                              pages[k] * PAGE)
+        finally:
+            os.close(fd)
+        del me, par, flags, snap, mv
+
+    def field(self, kind, off):
+        """The write kind (group, label) of a changed byte at offset OFF
+        of an object of KIND (bytecode bytes are labelled later)."""
+        if kind == KIND_CODE:
+            if off >= self.basic:
+                return ("bytecode", None)
+            return ("code header", "offset %d" % (off // 8 * 8))
+        if kind == KIND_CLASS:
+            off -= 16                        # the GC pre-header
+            for lo, hi, name in self.type_fields:
+                if lo <= off < hi:
+                    return ("type", name)
+            return ("type", "offset %d" % (off // 8 * 8))
+        if kind == KIND_KEYS:
+            for lo, hi, name in KEYS_FIELDS:
+                if lo <= off < hi:
+                    return ("keys", name)
+            return ("keys", "indices and entries")
+        return ("function", "offset %d" % (off // 8 * 8 - 16))
+
+    def analyse(self, hot):
+        import bisect
+        import dis
+        import opcode
+        npg = self.npg
+        mv = memoryview(self.scratch)
+        flags = bytes(mv[16 * npg:17 * npg])
+        snap = mv[17 * npg:]
+        pages = self.pages
+        page_index = {p: k for k, p in enumerate(pages)}
+        pfd = os.open("/proc/%d/mem" % os.getppid(), os.O_RDONLY)
+        starts, ends, kinds = self.starts, self.ends, self.kinds
+
+        def parent_bytes(lo, hi):
+            return os.pread(pfd, hi - lo, lo)
+
+        def child_bytes(lo, hi, parent):
+            out = bytearray(parent)
+            for pg in range(lo // PAGE, (hi - 1) // PAGE + 1):
+                k = page_index.get(pg)
+                if k is None or not flags[k]:
+                    continue
+                a, b = max(lo, pg * PAGE), min(hi, (pg + 1) * PAGE)
+                out[a - lo:b - lo] = snap[k * PAGE + a - pg * PAGE:
+                                          k * PAGE + b - pg * PAGE]
+            return bytes(out)
+
+        # The layout: the inline bytecode read at id(co) +
+        # code.__basicsize__ is code._co_code_adaptive.
+        co = hot[0].__code__
+        own = os.open("/proc/self/mem", os.O_RDONLY)
+        try:
+            raw = os.pread(own, len(co._co_code_adaptive),
+                           id(co) + self.basic)
+        finally:
+            os.close(own)
+        layout_ok = raw == co._co_code_adaptive
+
+        # 1. Changed bytes of the copied pages, given to the objects
+        # holding them.
+        page_changes = {}    # page index -> list of (object or -1, offset)
+        copied_total = 0
+        for k in range(npg):
+            if not flags[k]:
+                continue
+            copied_total += 1
+            addr = pages[k] * PAGE
+            old = parent_bytes(addr, addr + PAGE)
+            new = snap[k * PAGE:(k + 1) * PAGE]
+            changes = page_changes[k] = []
+            if old == new:
+                continue
+            ow, nw = memoryview(old).cast("Q"), new.cast("Q")
+            for w in range(PAGE // 8):
+                if ow[w] == nw[w]:
+                    continue
+                for b in range(w * 8, w * 8 + 8):
+                    if old[b] != new[b]:
+                        a = addr + b
+                        j = bisect.bisect_right(starts, a) - 1
+                        if j >= 0 and a < ends[j]:
+                            changes.append((j, a - starts[j]))
+                        else:
+                            changes.append((-1, 0))
+
+        # 2. Code objects with changed bytecode: each changed
+        # instruction classified (master's vs worker's opcode, oparg and
+        # inline cache entries).
+        opnames = dis._all_opname
+        deopt = dis._deoptop
+        ncache = opcode._inline_cache_entries
+        units_of = {}
+        for changes in page_changes.values():
+            for j, off in changes:
+                if j >= 0 and kinds[j] == KIND_CODE and off >= self.basic:
+                    units_of.setdefault(j, set()).add(
+                        (off - self.basic) // 2)
+        families = {}
+        cats_total = {}
+        unit_cat = {}        # (object, unit) -> class
+        written_bytecode = 0
+        inconsistent = 0
+        for j, units in units_of.items():
+            lo, hi = starts[j] + self.basic, ends[j]
+            written_bytecode += hi - lo
+            pb = parent_bytes(lo, hi)
+            cb = child_bytes(lo, hi, pb)
+            i = 0
+            nunits = len(pb) // 2
+            while i < nunits:
+                pop, parg = pb[2 * i], pb[2 * i + 1]
+                base = deopt(pop)
+                name = opnames[base]
+                nc = ncache.get(name, 0)
+                hit = [u for u in range(i, i + 1 + nc) if u in units]
+                if hit:
+                    cop, carg = cb[2 * i], cb[2 * i + 1]
+                    nbytes = sum((pb[2 * u] != cb[2 * u]) +
+                                 (pb[2 * u + 1] != cb[2 * u + 1])
+                                 for u in hit)
+                    pc = int.from_bytes(pb[2 * i + 2:2 * i + 4], "little")
+                    cc = int.from_bytes(cb[2 * i + 2:2 * i + 4], "little")
+                    rest = slice(2 * i + 4, 2 * (i + 1 + nc))
+                    if deopt(cop) != base:
+                        cat = "other (family changed?)"
+                        inconsistent += 1
+                    elif pop != cop:
+                        if name == "RESUME":
+                            cat = RESUME_CAT
+                        elif pop == base:
+                            cat = "specialize"
+                        elif cop == base:
+                            cat = "deopt to generic"
+                        else:
+                            cat = "re-specialize"
+                    elif name.startswith("POP_JUMP_IF"):
+                        cat = "branch history"
+                    elif name == "JUMP_BACKWARD":
+                        cat = "jump counter"
+                    elif nc and pc != cc:
+                        if pop != base:
+                            cat = "miss counter (specialized, deopt backoff)"
+                        elif (cc & 0xF) > (pc & 0xF):
+                            cat = "failed specialization (backoff)"
+                        else:
+                            cat = "warmup counter"
+                    elif pb[rest] != cb[rest]:
+                        cat = "cache data only"
+                    elif parg != carg:
+                        cat = "oparg"
+                    else:
+                        cat = "other"
+                    fam = families.setdefault(name, {})
+                    c = fam.setdefault(cat, [0, 0])
+                    c[0] += 1
+                    c[1] += nbytes
+                    t = cats_total.setdefault(cat, [0, 0])
+                    t[0] += 1
+                    t[1] += nbytes
+                    for u in hit:
+                        unit_cat[(j, u)] = cat
+                i += 1 + nc
+
+        # Copied pages with no changed byte: do they hold the inline cache
+        # of a POP_JUMP_IF of a hot code object?
+        hot_ids = {id(f.__code__) for f in hot}
+        for f in hot:
+            for v in vars(f.__globals__["K%s" % f.__name__[1:]]).values():
+                if hasattr(v, "__code__"):
+                    hot_ids.add(id(v.__code__))
+        branch_pages = set()
+        for k, changes in page_changes.items():
+            if changes:
+                continue
+            addr = pages[k] * PAGE
+            j = bisect.bisect_left(starts, addr + PAGE) - 1
+            while j >= 0 and ends[j] > addr:
+                if kinds[j] == KIND_CODE and starts[j] in hot_ids:
+                    lo = starts[j] + self.basic
+                    pb = parent_bytes(lo, ends[j])
+                    i = 0
+                    while i < len(pb) // 2:
+                        name = opnames[deopt(pb[2 * i])]
+                        if name.startswith("POP_JUMP_IF") and \
+                                addr <= lo + 2 * i + 2 < addr + PAGE:
+                            branch_pages.add(k)
+                        i += 1 + ncache.get(name, 0)
+                j -= 1
+
+        # 3. Each copied page: the set of write kinds on it.
+        writes = {}          # (group, label) -> [pages touched, bytes]
+        primary = {}
+        saved = [0] * len(SCENARIOS)
+        objects = {}
+        for k, changes in page_changes.items():
+            kinds_here = set()
+            for j, off in changes:
+                if j < 0:
+                    w = OTHER_BYTES
+                else:
+                    w = self.field(kinds[j], off)
+                    if w[0] == "bytecode":
+                        w = ("bytecode", unit_cat.get(
+                            (j, (off - self.basic) // 2), "other"))
+                    objects.setdefault(w[0], set()).add(j)
+                kinds_here.add(w)
+                writes.setdefault(w, [0, 0])[1] += 1
+            if not kinds_here:
+                kinds_here.add(SAME_VALUE if k in branch_pages
+                               else NO_CHANGE)
+            for w in kinds_here:
+                writes.setdefault(w, [0, 0])[0] += 1
+            groups = {w[0] for w in kinds_here}
+            p = next(g for g in PRECEDENCE if g in groups)
+            primary[p] = primary.get(p, 0) + 1
+            for s, (_, preds) in enumerate(SCENARIOS):
+                if all(any(pr(w) for pr in preds) for w in kinds_here):
+                    saved[s] += 1
+
+        os.close(pfd)
+        return {
+            "layout_ok": layout_ok,
+            "type_layout_ok": self.keys_off is not None,
+            "code_basicsize": self.basic,
+            "objects": len(starts),
+            "object_pages": npg,
+            "copied_object_pages": copied_total,
+            "pages_by_cause": primary,
+            "writes": [[g, l, v[0], v[1]] for (g, l), v in writes.items()],
+            "objects_written": {g: len(v) for g, v in objects.items()},
+            "pages_saved_if": [[SCENARIOS[s][0], saved[s]]
+                               for s in range(len(SCENARIOS))],
+            "written_bytecode_bytes": written_bytecode,
+            "categories": cats_total,
+            "families": families,
+            "inconsistent": inconsistent,
+        }
+
+
+# ------------------------------------------------------------ the driver
+
+def clean_env(extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYTHONCOW") and k not in (
+               "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP",
+               "PYTHONDONTWRITEBYTECODE")}
+    env["PYTHONHASHSEED"] = "0"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra)
+    return {k: v for k, v in env.items() if v != ""}
+
+
+def run_one(interp, env, cfg):
+    p = subprocess.run([interp, os.path.abspath(__file__), "--run",
+                        json.dumps(cfg)], env=clean_env(env),
+                       capture_output=True, text=True)
+    lines = p.stdout.strip().splitlines()
+    if p.returncode or not lines:
+        return {"error": "exit %d: %s" % (p.returncode, p.stderr[-2000:])}
+    res = json.loads(lines[-1])
+    if p.stderr.strip():
+        res["stderr"] = p.stderr[-2000:]
+    return res
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def per_fn(growth_kib, hot):
+    return growth_kib * 1024 / hot if hot else 0.0
+
+
+def linfit(xs, ys):
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    return b, my - b * mx
+
+
+def fmt_table(header, rows, align):
+    widths = [max(len(str(r[c])) for r in [header] + rows)
+              for c in range(len(header))]
+    out = []
+    for n, r in enumerate([header] + rows):
+        cells = []
+        for c, v in enumerate(r):
+            v = str(v)
+            cells.append(v.rjust(widths[c]) if align[c] == "r"
+                         else v.ljust(widths[c]))
+        out.append("  ".join(cells).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def kib(pages):
+    return "{:,}".format(pages * PAGE // 1024)
+
+
+def attribution_text(title, a, hot):
+    lines = ["", "Attribution: %s (best-effort; the worker after its calls "
+             "vs its idle master)" % title]
+    if not a.get("layout_ok"):
+        lines.append("WARNING: id(co) + code.__basicsize__ is not "
+                     "co_code_adaptive here: the instruction classes are "
+                     "unreliable, only the page counts are.")
+    if not a.get("type_layout_ok"):
+        lines.append("(PyHeapTypeObject layout not recognised: shared keys "
+                     "not located, type fields by offset)")
+    lines.append(
+        "%s objects of the generated modules (code objects, functions, "
+        "classes, their shared keys) lie on %s pages; %s of those pages "
+        "are copied (%s KiB, %.0f B per hot function)."
+        % ("{:,}".format(a["objects"]), "{:,}".format(a["object_pages"]),
+           "{:,}".format(a["copied_object_pages"]),
+           kib(a["copied_object_pages"]),
+           a["copied_object_pages"] * PAGE / hot))
+    ow = a["objects_written"]
+    lines.append(
+        "Objects written: %s code objects (bytecode %s), %s type objects, "
+        "%s shared keys, %s functions; the written code objects hold %s "
+        "bytes of bytecode (%.0f B per hot function)."
+        % (tuple("{:,}".format(x) for x in (
+            ow.get("bytecode", 0) + ow.get("code header", 0),
+            ow.get("bytecode", 0), ow.get("type", 0), ow.get("keys", 0),
+            ow.get("function", 0), a["written_bytecode_bytes"]))
+           + (a["written_bytecode_bytes"] / hot,)))
+    lines.append("")
+    lines.append("Copied pages by cause (a page goes to the first of: "
+                 "bytecode, code header, type, shared keys, function, "
+                 "no recorded object, no byte changed):")
+    rows = [[GROUP_TITLES[g], "{:,}".format(a["pages_by_cause"][g]),
+             kib(a["pages_by_cause"][g]),
+             "%.0f" % (a["pages_by_cause"][g] * PAGE / hot)]
+            for g in PRECEDENCE if g in a["pages_by_cause"]]
+    lines.append(fmt_table(["cause", "pages", "KiB", "B per hot function"],
+                           rows, "lrrr"))
+    lines.append("")
+    lines.append("Writes (pages touched: copied pages holding at least one "
+                 "changed byte of the kind):")
+    rows = sorted(a["writes"], key=lambda r: (PRECEDENCE.index(r[0]), -r[2]))
+    lines.append(fmt_table(
+        ["object", "field / instruction class", "pages touched",
+         "bytes changed"],
+        [[GROUP_TITLES[g], lab, "{:,}".format(p), "{:,}".format(b)]
+         for g, lab, p, b in rows], "llrr"))
+    lines.append("")
+    lines.append("Copied pages that would stay shared without these "
+                 "writes (pages whose every changed byte is of that kind):")
+    lines.append(fmt_table(
+        ["without", "pages", "KiB", "B per hot function"],
+        [[k, "{:,}".format(v), kib(v), "%.0f" % (v * PAGE / hot)]
+         for k, v in a["pages_saved_if"]], "lrrr"))
+    if a["categories"]:
+        lines.append("")
+        lines.append("Changed instructions of inherited bytecode by class "
+                     "(final state vs the master's; counter = the first "
+                     "inline cache entry):")
+        cats = sorted(a["categories"].items(), key=lambda kv: -kv[1][0])
+        lines.append(fmt_table(
+            ["class", "instructions", "bytes", "per hot function"],
+            [[k, "{:,}".format(v[0]), "{:,}".format(v[1]),
+              "%.1f" % (v[0] / hot)] for k, v in cats], "lrrr"))
+        lines.append("")
+        lines.append("Instruction families that write (by changed "
+                     "instructions):")
+        fams = []
+        for fam, d in a["families"].items():
+            n = sum(v[0] for v in d.values())
+            b = sum(v[1] for v in d.values())
+            detail = ", ".join("%s %s" % (k, "{:,}".format(v[0])) for k, v
+                               in sorted(d.items(), key=lambda kv: -kv[1][0]))
+            fams.append((n, b, fam, detail))
+        fams.sort(key=lambda t: (-t[0], -t[1], t[2]))
+        lines.append(fmt_table(
+            ["family", "instructions", "bytes", "classes"],
+            [[f, "{:,}".format(n), "{:,}".format(b), d]
+             for n, b, f, d in fams[:15]], "lrrl"))
+    else:
+        lines.append("(no instruction of inherited bytecode changed)")
+    if a.get("inconsistent"):
+        lines.append("(%d instructions changed family: decoding "
+                     "suspect)" % a["inconsistent"])
+    return "\n".join(lines)
+
+
+def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--run":
+        run_master(json.loads(sys.argv[2]))
+        return 0
+    ap = argparse.ArgumentParser(
+        description="Worker memory growth from writes into inherited code "
+                    "(issue #17).")
+    ap.add_argument("stock")
+    ap.add_argument("cowpy")
+    ap.add_argument("--functions", type=int, default=5000)
+    ap.add_argument("--calls", type=int, default=20)
+    ap.add_argument("--modules", type=int, default=50)
+    ap.add_argument("--shapes", default="per-call,import",
+                    help="code shapes, the first is the main one: "
+                         "per-call (a new instance per call), import (one "
+                         "instance made at import)")
+    ap.add_argument("--sweep", default="500,1000,2000,5000",
+                    help="hot function counts (capped at --functions)")
+    ap.add_argument("--calls-sweep", default="1,2",
+                    help="calls per function for cowpy immortal, besides "
+                         "--calls ('' for none)")
+    ap.add_argument("--no-attribution", action="store_true")
+    ap.add_argument("--json", help="write every run's result here")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the generated code bases (paths on stderr)")
+    args = ap.parse_args()
+    interps = {"stock": args.stock, "cowpy": args.cowpy}
+    n = args.functions
+    modes = {m[0]: m for m in MODES}
+    shapes = [s for s in args.shapes.split(",") if s]
+    for s in shapes:
+        if s not in SHAPES:
+            ap.error("unknown shape %r (known: %s)" % (s, ", ".join(SHAPES)))
+    sweep = sorted({min(int(x), n) for x in args.sweep.split(",") if x})
+    csweep = [int(x) for x in args.calls_sweep.split(",") if x]
+
+    results = {}
+    ok = True
+    tmp = tempfile.mkdtemp(prefix="code_writes-")
+    try:
+        dirs = {}
+        for s in shapes:
+            d = dirs[s] = os.path.join(tmp, s)
+            os.mkdir(d)
+            generate(d, n, args.modules, s)
+        for key in ("stock", "cowpy"):
+            subprocess.run([interps[key], "-m", "compileall", "-q", tmp],
+                           check=True, env=clean_env(
+                               {"PYTHONDONTWRITEBYTECODE": ""}))
+        log("code bases: %d functions in %d modules, shapes %s (%s)"
+            % (n, args.modules, ", ".join(shapes), tmp))
+
+        def measure(shape, name, hot, calls, attribution=False):
+            nonlocal ok
+            key = (shape, name, hot, calls, attribution)
+            if key in results:
+                return
+            _, interp, env, prep = modes[name]
+            cfg = dict(prep, dir=dirs[shape], functions=n,
+                       modules=args.modules, hot=hot, calls=calls,
+                       attribution=attribution)
+            log("run: [%s] %s, %d hot functions x %d calls%s"
+                % (shape, name, hot, calls,
+                   ", attribution" if attribution else ""))
+            res = run_one(interps[interp], env, cfg)
+            if "error" in res:
+                ok = False
+                log("  FAILED: %s" % res["error"])
+            else:
+                log("  growth %d KiB" % res["growth_kib"])
+            results[key] = res
+
+        for s in shapes:
+            for m in MODES:
+                measure(s, m[0], n, args.calls)
+        for s in shapes:
+            for h in sweep:
+                for name in SWEEP_MODES:
+                    measure(s, name, h, args.calls)
+        for s in shapes:
+            for c in csweep:
+                measure(s, "cowpy PYTHONCOWFORK=immortal", n, c)
+        if not args.no_attribution:
+            for s in shapes:
+                for name in ATTRIBUTION_MODES:
+                    measure(s, name, n, args.calls, attribution=True)
+    finally:
+        if args.keep:
+            log("kept %s" % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def growth(shape, name, hot, calls, attribution=False):
+        return results.get((shape, name, hot, calls, attribution),
+                           {}).get("growth_kib")
+
+    def fmt_growth(g, hot):
+        if g is None:
+            return ["FAILED", "-"]
+        return ["{:,}".format(g), "{:,.0f}".format(per_fn(g, hot))]
+
+    out = []
+    vers = sorted({r["version"] for r in results.values() if "version" in r})
+    out.append("Worker private memory growth from running inherited code "
+               "(bench/code/code_writes.py; issue #17)")
+    out.append("Code base: %d functions in %d modules, each a class K (with "
+               "__init__ and a method with a loop, a dict lookup and a "
+               "global) and a function f (a dict, a loop over the method, a "
+               "test of a global); interpreters %s."
+               % (n, args.modules, ", ".join(vers)))
+    out.append("Shapes: " + "; ".join("%s = %s" % (s, SHAPES[s])
+                                      for s in shapes) + ".")
+    out.append("One worker per mode calls every function %d times; growth "
+               "= its USS after minus right after the fork "
+               "(/proc/self/smaps_rollup), the master idle meanwhile. "
+               "B/fn = growth / hot functions."
+               % args.calls)
+    out.append("")
+    hdr = ["mode"]
+    for s in shapes:
+        hdr += ["%s KiB" % s, "B/fn", "vs recipe", "copied pg"]
+    rows = []
+    for name, _, _, _ in MODES:
+        row = [name]
+        for s in shapes:
+            r = results.get((s, name, n, args.calls, False), {})
+            g = r.get("growth_kib")
+            base = growth(s, BASELINE, n, args.calls)
+            row += fmt_growth(g, n)
+            row.append("%.3f" % (g / base) if g is not None and base
+                       else "-")
+            row.append("{:,}".format(sum(r["copied_pages"].values()))
+                       if "copied_pages" in r else "-")
+        rows.append(row)
+    out.append(fmt_table(hdr, rows, "l" + "r" * (len(hdr) - 1)))
+    out.append("(vs recipe: growth / the '%s' row's; copied pg: pages the "
+               "worker copied since the fork, cowstat.pages.count_pages, "
+               "counted after the second USS reading: they include what "
+               "the fork and the worker's start copied before the first "
+               "reading)" % BASELINE)
+
+    for s in shapes:
+        out.append("")
+        out.append("[%s] growth vs number of hot functions (%d calls each; "
+                   "the code base stays %d functions):" % (s, args.calls, n))
+        rows = []
+        for h in sweep:
+            row = ["{:,}".format(h)]
+            for name in SWEEP_MODES:
+                row += fmt_growth(growth(s, name, h, args.calls), h)
+            rows.append(row)
+        hdr = ["hot functions"]
+        for name in SWEEP_MODES:
+            hdr += [name + " KiB", "B/fn"]
+        out.append(fmt_table(hdr, rows, "r" * len(hdr)))
+        for name in SWEEP_MODES:
+            pts = [(h, growth(s, name, h, args.calls)) for h in sweep]
+            pts = [(h, g) for h, g in pts if g is not None]
+            if len(pts) >= 2:
+                slope, icpt = linfit([h for h, _ in pts],
+                                     [g * 1024 for _, g in pts])
+                out.append("  least squares, %s: %.0f B per hot function "
+                           "%+.0f KiB" % (name, slope, icpt / 1024))
+
+    if csweep:
+        out.append("")
+        out.append("cowpy PYTHONCOWFORK=immortal, growth vs calls per "
+                   "function (%d hot functions):" % n)
+        hdr = ["calls"]
+        for s in shapes:
+            hdr += ["%s KiB" % s, "B/fn"]
+        rows = []
+        for c in sorted(set(csweep + [args.calls])):
+            row = [str(c)]
+            for s in shapes:
+                row += fmt_growth(
+                    growth(s, "cowpy PYTHONCOWFORK=immortal", n, c), n)
+            rows.append(row)
+        out.append(fmt_table(hdr, rows, "r" * len(hdr)))
+
+    if not args.no_attribution:
+        for s in shapes:
+            for name in ATTRIBUTION_MODES:
+                r = results.get((s, name, n, args.calls, True), {})
+                title = "[%s] %s" % (s, name)
+                if "attribution" not in r:
+                    out.append("\nAttribution: %s: FAILED" % title)
+                    continue
+                out.append(attribution_text(title, r["attribution"], n))
+                out.append("(this run's own growth: %s KiB; the attribution "
+                           "maps its scratch before the fork and reads "
+                           "after the measurement)"
+                           % "{:,}".format(r["growth_kib"]))
+    print("\n".join(out))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump([{"shape": k[0], "mode": k[1], "hot": k[2],
+                        "calls": k[3], "attribution": k[4], **v}
+                       for k, v in results.items()], f, indent=1)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
