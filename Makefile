@@ -62,7 +62,7 @@ COWPY := $(B)/cowpy/bin/python3
         servers-deps \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-uwsgi install \
+        bench-immortalize bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-reload bench-uwsgi install \
         export-patches \
         clean distclean \
         cowpy-debug cowpy-asan check-debug check-asan fuzz soak
@@ -437,6 +437,13 @@ bench-servers: all servers-deps
 	@$(STOCK) bench/servers/run.py $(STOCK) $(COWPY) \
 	    --rounds $(SERVERS_ROUNDS) --duration 10 \
 	    --csv $(RESULTS)/servers.csv | tee $(RESULTS)/servers.txt
+
+# Worker turnover (#15): the gunicorn tree's peak PSS during a SIGHUP
+# reload and during --max-requests recycling, against its steady state.
+bench-reload: all
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/prefork/reload.py $(STOCK) $(COWPY) --duration 15 \
+	    | tee $(RESULTS)/reload.txt
 
 # uWSGI in every mode (bench/uwsgi/run.py).
 bench-uwsgi: uwsgi
