@@ -1093,6 +1093,14 @@ collect_before_immortalizing(void)
 int
 _PyGC_CowFreeze(PyInterpreterState *interp, int immortalize)
 {
+    if (immortalize && !_Py_IsMainInterpreter(interp)) {
+        /* The walk's state (the immortal list, its counters) is the main
+           interpreter's; a subinterpreter's heap is never inherited. */
+        PyErr_SetString(PyExc_RuntimeError,
+                        "gc.freeze(immortalize=True) is supported in the "
+                        "main interpreter only");
+        return -1;
+    }
     if (immortalize) {
         _PyGC_CowImmortalPrepare();
         collect_before_immortalizing();
@@ -1113,7 +1121,12 @@ static _PyGC_CowPath
 select_path(PyInterpreterState *interp, int generation, _PyGC_Reason reason)
 {
     GCState *gcstate = &interp->gc;
-    if (_PyGC_cow.mode == COW_MODE_STOCK) {
+    if (_PyGC_cow.mode == COW_MODE_STOCK
+        || !_Py_IsMainInterpreter(interp))
+    {
+        /* Other interpreters collect as stock does: their heaps are never
+           inherited by a fork, and under their own GIL (PEP 684) they
+           must not touch the main interpreter's counters and tables. */
         return _PyGC_COW_STOCK;
     }
     PyGC_Head *perm = &gcstate->permanent_generation.head;

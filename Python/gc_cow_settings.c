@@ -246,9 +246,29 @@ choice_arg(PyObject *arg, const char *fname, const char *const *names,
     return i;
 }
 
+/* The settings are process-wide, and only the main interpreter's heap
+   is inherited by a fork (os.fork() is refused in isolated
+   subinterpreters, and a child deletes the others): a subinterpreter,
+   which may run under its own GIL (PEP 684), may read them but not
+   change the main interpreter's collector. */
+static int
+settable_here(const char *name)
+{
+    if (_Py_IsMainInterpreter(_PyInterpreterState_GET())) {
+        return 1;
+    }
+    PyErr_Format(PyExc_RuntimeError,
+                 "gc.%s(): cowpy's collector settings are process-wide; "
+                 "set them from the main interpreter", name);
+    return 0;
+}
+
 static PyObject *
 gc_set_cow_mode(PyObject *module, PyObject *arg)
 {
+    if (!settable_here("set_cow_mode")) {
+        return NULL;
+    }
     int m = choice_arg(arg, "set_cow_mode", mode_names,
                        "'default', 'arena' or 'stock'");
     if (m < 0) {
@@ -284,6 +304,9 @@ PyDoc_STRVAR(set_freeze_at_fork__doc__,
 static PyObject *
 gc_set_freeze_at_fork(PyObject *module, PyObject *arg)
 {
+    if (!settable_here("set_freeze_at_fork")) {
+        return NULL;
+    }
     if (!PyBool_Check(arg) && !PyLong_Check(arg)) {
         PyErr_Format(PyExc_TypeError,
                      "set_freeze_at_fork() argument must be bool, not %T",
@@ -326,6 +349,9 @@ PyDoc_STRVAR(set_fork_mode__doc__,
 static PyObject *
 gc_set_fork_mode(PyObject *module, PyObject *arg)
 {
+    if (!settable_here("set_fork_mode")) {
+        return NULL;
+    }
     int m = choice_arg(arg, "set_fork_mode", fork_names,
                        "'off', 'freeze' or 'immortal'");
     if (m < 0) {
@@ -375,6 +401,9 @@ PyDoc_STRVAR(set_shared_threshold__doc__,
 static PyObject *
 gc_set_shared_threshold(PyObject *module, PyObject *arg)
 {
+    if (!settable_here("set_shared_threshold")) {
+        return NULL;
+    }
     Py_ssize_t n;
     if (index_arg(arg, "set_shared_threshold", &n) < 0) {
         return NULL;

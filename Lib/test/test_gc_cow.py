@@ -1058,5 +1058,78 @@ def tearDownModule():
         _upstream_gc.tearDownModule()
 
 
+class SubinterpreterTests(unittest.TestCase):
+    """Own-GIL subinterpreters (PEP 684) collect as stock does and may
+    read cowpy's process-wide settings but not change them (#19)."""
+
+    def setUp(self):
+        try:
+            from test.support import interpreters
+        except ImportError:
+            self.skipTest("no subinterpreters")
+        self.interp = interpreters.create()     # isolated, own GIL
+        self.addCleanup(self.interp.close)
+
+    def run_there(self, code):
+        self.interp.exec(textwrap.dedent(code))
+
+    def test_settings_are_read_only_there(self):
+        self.run_there("""
+            import gc
+            assert gc.get_cow_mode() in ("default", "arena", "stock")
+            for call in (lambda: gc.set_cow_mode("arena"),
+                         lambda: gc.set_fork_mode("immortal"),
+                         lambda: gc.set_freeze_at_fork(False),
+                         lambda: gc.set_shared_threshold(5),
+                         lambda: gc.freeze(immortalize=True)):
+                try:
+                    call()
+                except RuntimeError as e:
+                    assert "main interpreter" in str(e), e
+                else:
+                    raise AssertionError("no RuntimeError")
+        """)
+        self.assertEqual(gc.get_cow_mode(), gc.get_cow_mode())
+
+    def test_collections_there_and_here_at_once(self):
+        # Cycles with finalizers collected in both interpreters at the same
+        # time, each under its own GIL, with a frozen heap here.
+        import threading
+        keep = [[i] for i in range(20000)]
+        gc.freeze()
+        self.addCleanup(gc.unfreeze)
+        stop = threading.Event()
+
+        def here():
+            while not stop.is_set():
+                a, b = [], []
+                a.append(b); b.append(a)
+                del a, b
+                gc.collect()
+
+        t = threading.Thread(target=here)
+        t.start()
+        try:
+            self.run_there("""
+                import gc
+                class C:
+                    freed = 0
+                    def __del__(self):
+                        C.freed += 1
+                gc.freeze()
+                for _ in range(200):
+                    a, b = C(), C()
+                    a.b, b.a = b, a
+                    del a, b
+                    gc.collect()
+                assert C.freed == 400, C.freed
+                assert gc.get_shared_stats()["collections"] >= 0
+            """)
+        finally:
+            stop.set()
+            t.join()
+        self.assertEqual(len(keep), 20000)
+
+
 if __name__ == "__main__":
     unittest.main()
