@@ -137,7 +137,11 @@ class PatchSeriesTests(unittest.TestCase):
         generated = re.compile(
             r"(^|/)clinic/[^/]+\.h$|^Include/internal/pycore_("
             r"global_strings|runtime_init_generated|unicodeobject_generated"
-            r"|global_objects_fini_generated)\.h$")
+            r"|global_objects_fini_generated|opcode_metadata|uop_metadata"
+            r"|uop_ids)\.h$|^Include/opcode_ids\.h$"
+            r"|^Python/(generated_cases|executor_cases|optimizer_cases)"
+            r"\.c\.h$|^Python/opcode_targets\.h$"
+            r"|^Lib/_opcode_metadata\.py$")
         for p in sorted((ROOT / "patches").glob("[0-9]*.patch")):
             for m in re.finditer(r"^diff --git a/(\S+) ", p.read_text(),
                                  re.M):

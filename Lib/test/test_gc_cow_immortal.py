@@ -589,6 +589,49 @@ class ImmortalForkRuleTests(unittest.TestCase):
         self.assertEqual(last, [True, False])
         self.assertEqual(freed, 19)
 
+    def test_warm_code_stays_shared_in_a_worker(self):
+        # Code the master ran (specialized, counters settled) must not be
+        # written when a worker runs it again: 3.13 stored each
+        # conditional jump's branch history at every execution, for the
+        # tier 2 optimizer only, and so copied every page of such code
+        # (patch 0015).  The pages wholly inside one big warm code object
+        # must stay shared.
+        res = self.run_immortal("""
+            import struct
+            src = "def f(x):\\n" + "".join(
+                "    if x > %d: x += 1\\n    else: x -= 1\\n" % i
+                for i in range(1500)) + "    return x\\n"
+            ns = {}
+            exec(src, ns)
+            f = ns["f"]
+            for _ in range(100):
+                f(10000)
+            PAGE = 4096
+            code = f.__code__
+            start, end = id(code), id(code) + code.__sizeof__()
+            pages = list(range(start // PAGE + 1, end // PAGE))
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                for _ in range(20):
+                    f(10000)
+                copied = 0
+                with open("/proc/self/pagemap", "rb") as pm:
+                    for page in pages:
+                        pm.seek(page * 8)
+                        (e,) = struct.unpack("<Q", pm.read(8))
+                        copied += bool(e >> 56 & 1)
+                os.write(w, json.dumps([len(pages), copied]).encode())
+                os._exit(0)
+            os.close(w)
+            out = json.loads(os.read(r, 100))
+            os.waitpid(pid, 0)
+            print(json.dumps(out))
+        """)
+        pages, copied = res
+        self.assertGreaterEqual(pages, 4)
+        self.assertEqual(copied, 0)
+
     def test_explicit_freeze_still_immortalizes_locals(self):
         res = self.run_immortal("""
             def f():

@@ -3,6 +3,9 @@
 # own generators, as `make clinic regen-global-objects` would:
 #   Tools/clinic/clinic.py --make       Argument Clinic output (*/clinic/*.h)
 #   generate_global_objects.py          the runtime's global strings
+#   Tools/cases_generator/*.py          the interpreter's cases and opcode
+#                                       metadata, from Python/bytecodes.c
+#                                       (make regen-cases)
 #
 # patches/ carries only generator *inputs* (a Clinic block, a new _Py_ID
 # use) and the few lines Clinic writes into the .c file itself, never a
@@ -25,7 +28,24 @@ git() { "$root/Tools/make/cowgit" "$@"; }
 
 # The generated files: what the generators may write.
 generated() {
-    grep -E "$@" '(^|/)clinic/[^/]+\.h$|^Include/internal/pycore_(global_strings|runtime_init_generated|unicodeobject_generated|global_objects_fini_generated)\.h$'
+    grep -E "$@" '(^|/)clinic/[^/]+\.h$|^Include/internal/pycore_(global_strings|runtime_init_generated|unicodeobject_generated|global_objects_fini_generated|opcode_metadata|uop_metadata|uop_ids)\.h$|^Include/opcode_ids\.h$|^Python/(generated_cases|executor_cases|optimizer_cases)\.c\.h$|^Python/opcode_targets\.h$|^Lib/_opcode_metadata\.py$'
+}
+
+# make regen-cases, generator by generator (Makefile.pre.in's rules).
+regen_cases() {
+    local g=Tools/cases_generator b=Python/bytecodes.c
+    "$py" $g/opcode_id_generator.py -o Include/opcode_ids.h $b
+    "$py" $g/target_generator.py -o Python/opcode_targets.h $b
+    "$py" $g/uop_id_generator.py -o Include/internal/pycore_uop_ids.h $b
+    "$py" $g/py_metadata_generator.py -o Lib/_opcode_metadata.py $b
+    "$py" $g/tier1_generator.py -o Python/generated_cases.c.h $b
+    "$py" $g/tier2_generator.py -o Python/executor_cases.c.h $b
+    "$py" $g/optimizer_generator.py -o Python/optimizer_cases.c.h \
+        Python/optimizer_bytecodes.c $b
+    "$py" $g/opcode_metadata_generator.py \
+        -o Include/internal/pycore_opcode_metadata.h $b
+    "$py" $g/uop_metadata_generator.py \
+        -o Include/internal/pycore_uop_metadata.h $b
 }
 
 cd "$tree"
@@ -39,6 +59,7 @@ fi
 "$py" Tools/clinic/clinic.py --make --exclude Lib/test/clinic.test.c \
     --srcdir . >/dev/null
 "$py" Tools/build/generate_global_objects.py >/dev/null
+regen_cases >/dev/null
 
 changed=$(git diff --name-only)
 stale=$(echo "$changed" | grep . | generated -v || true)
