@@ -632,6 +632,37 @@ class ImmortalForkRuleTests(unittest.TestCase):
         self.assertGreaterEqual(pages, 4)
         self.assertEqual(copied, 0)
 
+    def test_instances_of_settled_classes(self):
+        # The walk settles the shared keys of classes with inline values
+        # (their dk_usable), so that creating instances in a worker does
+        # not write them; instances must still take any attribute.
+        res = self.run_immortal("""
+            class K:
+                def __init__(self, i):
+                    self.a, self.b = i, -i
+            seed = [K(i) for i in range(3)]
+            def exercise():
+                out = []
+                for i in range(50):
+                    k = K(i)
+                    for n in range(i % 40):
+                        setattr(k, "x%d" % n, n * i)
+                    out.append(k.a + k.b + sum(getattr(k, "x%d" % n)
+                                              for n in range(i % 40)))
+                return sum(out)
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.write(w, json.dumps(exercise()).encode())
+                os._exit(0)
+            os.close(w)
+            child = json.loads(os.read(r, 100))
+            os.waitpid(pid, 0)
+            print(json.dumps([child, exercise(), gc.is_immortal(K)]))
+        """)
+        expected = sum(sum(n * i for n in range(i % 40)) for i in range(50))
+        self.assertEqual(res, [expected, expected, True])
+
     def test_explicit_freeze_still_immortalizes_locals(self):
         res = self.run_immortal("""
             def f():
