@@ -393,8 +393,10 @@ class StressTests(unittest.TestCase):
         code = (STRESS.replace("SEED", str(seed))
                 .replace("SECONDS", str(seconds))
                 .replace("CHECK", "True"))
-        # An explicit mode: the environment is passed on.
-        env = {"PYTHONCOWALLOC": "aside", **env}
+        # An explicit mode: the environment is passed on.  The fork mode
+        # too: under PYTHONCOWFORK=immortal (a suite run in that mode)
+        # what the child drops would be immortal and never reclaimed.
+        env = {"PYTHONCOWALLOC": "aside", "PYTHONCOWFORK": "freeze", **env}
         # _debugmallocstats() writes to stderr: keep stdout JSON only.
         rc, out, err = assert_python_ok(
             "-c", PRELUDE + textwrap.dedent(code), __isolated=False, **env)
