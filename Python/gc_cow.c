@@ -47,7 +47,6 @@
 #include "pycore_initconfig.h"    // _PyStatus_ERR()
 #include "pycore_interp.h"        // PyInterpreterState.gc
 #include "pycore_object.h"        // _PyObject_IS_GC()
-#include "pycore_obmalloc_cow.h"  // _PyObject_CowAllocSetMode()
 #include "pycore_pyerrors.h"      // _PyErr_GetRaisedException()
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
 #include "pycore_unicodeobject.h" // _PyUnicode_InternImmortal()
@@ -68,11 +67,6 @@ typedef struct _gc_runtime_state GCState;
 
 #define AS_GC(op) _Py_AS_GC(op)
 #define FROM_GC(gc) _Py_FROM_GC(gc)
-
-/* Borrowed from gc.c, where it is private: the lowest bit of _gc_next
-   marks members of the unreachable list between move_unreachable() and
-   move_legacy_finalizers().  It must stay equal to gc.c's value. */
-#define COW_NEXT_MASK_UNREACHABLE  ((uintptr_t)1)
 
 /* Slot value encoding: two flag bits and a 30-bit field. */
 /* Found reachable (from then on the field links the mark stack). */
@@ -578,20 +572,8 @@ arena_deduce_unreachable(PyGC_Head **lists, int nlists,
 }
 
 
-/* ------------------------------------------------------- list helpers */
-
-/* cow_list_init() and cow_list_move() are in gc_cow_internal.h. */
-
-static inline void
-cow_list_splice(PyGC_Head *from, PyGC_Head *to)
-{
-    PyGC_Head *gc = _PyGCHead_NEXT(from);
-    while (gc != from) {
-        PyGC_Head *next = _PyGCHead_NEXT(gc);
-        cow_list_move(gc, to);
-        gc = next;
-    }
-}
+/* The list helpers (cow_list_init(), cow_list_move(), cow_list_splice())
+   are in gc_cow_internal.h. */
 
 /* ------------------------------------ scratch in the headers (no fork) */
 
@@ -769,33 +751,6 @@ header_deduce_unreachable(PyGC_Head **lists, int nlists,
     _PyGC_cow.last_examined = n;
 }
 
-/* pthread_atfork() prepare handler (registered by _PyGC_CowInit()). */
-void
-_PyGC_CowNoteFork(void)
-{
-    _PyGC_cow.forked = 1;
-}
-
-/* pthread_atfork() child handler: stores only, async-signal-safe (no
-   collection, no lock, no allocation here: the GIL may not be held). */
-void
-_PyGC_CowNoteChild(void)
-{
-    _PyGC_cow.child = 1;
-    _PyGC_cow.fork_walked = 0;
-    if (!_PyGC_cow.announcing) {
-        _PyGC_cow.unannounced = 1;
-    }
-    _PyGC_cow.announcing = 0;
-}
-
-/* pthread_atfork() parent handler. */
-void
-_PyGC_CowNoteParent(void)
-{
-    _PyGC_cow.announcing = 0;
-}
-
 /* ------------------------------------------- roots of the immortal walk */
 
 /* For gc_cow_immortal.c: call fn(op, gc_refs, arg) for each object of the
@@ -892,174 +847,6 @@ _PyGC_CowExternalRoots(PyGC_Head **lists, int nlists, int frames,
 }
 
 
-/* ------------------------------------------------- differential oracle */
-
-#ifdef Py_DEBUG
-/* PYTHONCOWORACLE=1 or -X coworacle, debug builds only.  Before every
-   side-arena collection, gc.c's own deduce_unreachable() runs on the same
-   object set; the set is then put back as it was (list membership and
-   header flags; order within a list may change, as any stock collection
-   changes it), the arena runs, and the two garbage sets must be equal, or
-   the process aborts with a report naming each object the two algorithms
-   disagree on.  The stock run writes into every examined header, so with
-   the oracle on a shared collection no longer keeps pages shared. */
-
-static _Py_hashtable_t *
-ptrset_new(void)
-{
-    return _Py_hashtable_new(_Py_hashtable_hash_ptr,
-                             _Py_hashtable_compare_direct);
-}
-
-static int
-ptrset_add(_Py_hashtable_t *set, const void *p)
-{
-    if (_Py_hashtable_set(set, p, (void *)1) < 0) {
-        Py_FatalError("cowpy GC oracle: out of memory");
-    }
-    return 0;
-}
-
-static int
-ptrset_has(_Py_hashtable_t *set, const void *p)
-{
-    return _Py_hashtable_get(set, p) != NULL;
-}
-
-/* The garbage gc.c's in-header algorithm finds among `lists`, which are
-   left with the same members and flags.  Immortal objects are set aside
-   first: update_refs() would move them to the permanent generation, and
-   for both algorithms they are outside the set (roots). */
-static _Py_hashtable_t *
-oracle_stock_garbage(PyGC_Head **lists, int nlists, _PyGC_CowDeduceFn deduce)
-{
-    _Py_hashtable_t *from_perm = ptrset_new();
-    _Py_hashtable_t *garbage = ptrset_new();
-    if (from_perm == NULL || garbage == NULL) {
-        Py_FatalError("cowpy GC oracle: out of memory");
-    }
-    PyGC_Head work, unreach, immortal[2];
-    cow_list_init(&work);
-    cow_list_init(&immortal[0]);
-    cow_list_init(&immortal[1]);
-    for (int l = 0; l < nlists; l++) {
-        PyGC_Head *gc = _PyGCHead_NEXT(lists[l]);
-        while (gc != lists[l]) {
-            PyGC_Head *next = _PyGCHead_NEXT(gc);
-            if (_Py_IsImmortal(FROM_GC(gc))) {
-                cow_list_move(gc, &immortal[l]);
-            }
-            else {
-                if (l == 1) {
-                    ptrset_add(from_perm, gc);
-                }
-                cow_list_move(gc, &work);
-            }
-            gc = next;
-        }
-    }
-    deduce(&work, &unreach);
-    /* Undo what move_unreachable() left on the garbage. */
-    PyGC_Head *gc = _PyGCHead_NEXT(&unreach);
-    while (gc != &unreach) {
-        PyGC_Head *next = (PyGC_Head *)(gc->_gc_next
-                                        & ~COW_NEXT_MASK_UNREACHABLE);
-        ptrset_add(garbage, gc);
-        gc->_gc_next = (uintptr_t)next;
-        gc->_gc_prev &= ~(uintptr_t)_PyGC_PREV_MASK_COLLECTING;
-        gc = next;
-    }
-    cow_list_splice(&unreach, &work);
-    gc = _PyGCHead_NEXT(&work);
-    while (gc != &work) {
-        PyGC_Head *next = _PyGCHead_NEXT(gc);
-        cow_list_move(gc, ptrset_has(from_perm, gc) ? lists[1] : lists[0]);
-        gc = next;
-    }
-    for (int l = 0; l < nlists; l++) {
-        cow_list_splice(&immortal[l], lists[l]);
-    }
-    _Py_hashtable_destroy(from_perm);
-    return garbage;
-}
-
-static void
-oracle_report(PyGC_Head *gc, const char *verdict, int *shown)
-{
-    if ((*shown)++ >= 20) {
-        return;
-    }
-    PyObject *op = FROM_GC(gc);
-    fprintf(stderr, "  %p  %-24.24s refcnt=%zd  %s\n", (void *)op,
-            Py_TYPE(op)->tp_name, Py_REFCNT(op), verdict);
-}
-
-typedef struct {
-    _Py_hashtable_t *arena;
-    int *shown;
-    Py_ssize_t missing;
-} oracle_cmp;
-
-static int
-oracle_missing_cb(_Py_hashtable_t *ht, const void *key, const void *value,
-                  void *arg)
-{
-    oracle_cmp *c = (oracle_cmp *)arg;
-    if (!ptrset_has(c->arena, key)) {
-        c->missing++;
-        oracle_report((PyGC_Head *)key,
-                      "stock: unreachable, side arena: reachable",
-                      c->shown);
-    }
-    return 0;
-}
-
-/* Compare the arena's garbage (on `unreachable`, in deduce_unreachable()'s
-   post-state) with the stock garbage set; abort on any difference. */
-static void
-oracle_compare(_Py_hashtable_t *stock, PyGC_Head *unreachable,
-               int generation, _PyGC_CowPath path)
-{
-    _Py_hashtable_t *arena = ptrset_new();
-    if (arena == NULL) {
-        Py_FatalError("cowpy GC oracle: out of memory");
-    }
-    int shown = 0;
-    Py_ssize_t extra = 0, n = 0;
-    PyGC_Head *gc = _PyGCHead_NEXT(unreachable);
-    while (gc != unreachable) {
-        n++;
-        ptrset_add(arena, gc);
-        if (!ptrset_has(stock, gc)) {
-            extra++;
-            if (shown == 0) {
-                fprintf(stderr, "cowpy GC oracle: the side arena and "
-                        "gc.c disagree (generation %d, %s collection):\n",
-                        generation,
-                        path == _PyGC_COW_SHARED ? "shared" : "arena");
-            }
-            oracle_report(gc, "side arena: unreachable, stock: reachable",
-                          &shown);
-        }
-        gc = (PyGC_Head *)(gc->_gc_next & ~COW_NEXT_MASK_UNREACHABLE);
-    }
-    oracle_cmp c = {arena, &shown, 0};
-    if (shown == 0 && (size_t)n != _Py_hashtable_len(stock)) {
-        fprintf(stderr, "cowpy GC oracle: the side arena and gc.c disagree "
-                "(generation %d, %s collection):\n", generation,
-                path == _PyGC_COW_SHARED ? "shared" : "arena");
-    }
-    (void)_Py_hashtable_foreach(stock, oracle_missing_cb, &c);
-    _Py_hashtable_destroy(arena);
-    _PyGC_cow.oracle_checks++;
-    if (extra || c.missing) {
-        fprintf(stderr, "  side arena found %zd garbage objects, stock %zu; "
-                "%zd only by the arena, %zd only by stock\n", n,
-                _Py_hashtable_len(stock), extra, c.missing);
-        Py_FatalError("cowpy GC oracle: garbage sets differ");
-    }
-}
-#endif  /* Py_DEBUG */
 
 /* Before any freeze: the automatic shared-collection rule compares the
    objects promoted since the last shared collection with what the next
@@ -1068,8 +855,8 @@ oracle_compare(_Py_hashtable_t *stock, PyGC_Head *unreachable,
    what moves is at least the oldest generation as last counted (not
    reset by a freeze: take the larger, so that forking many workers does
    not count the same heap many times). */
-static void
-note_freeze(GCState *gcstate)
+void
+_PyGC_CowNoteFreeze(GCState *gcstate)
 {
     Py_ssize_t moved = gcstate->long_lived_total
                        + gcstate->long_lived_pending;
@@ -1081,8 +868,8 @@ note_freeze(GCState *gcstate)
 /* A full collection even while the collector is disabled (PyGC_Collect()
    would do nothing then, and pre-fork recipes disable it in the parent):
    garbage must not be made immortal, it could never be freed. */
-static void
-collect_before_immortalizing(void)
+void
+_PyGC_CowCollectBeforeImmortalizing(void)
 {
     PyThreadState *tstate = _PyThreadState_GET();
     PyObject *exc = _PyErr_GetRaisedException(tstate);
@@ -1103,9 +890,9 @@ _PyGC_CowFreeze(PyInterpreterState *interp, int immortalize)
     }
     if (immortalize) {
         _PyGC_CowImmortalPrepare();
-        collect_before_immortalizing();
+        _PyGC_CowCollectBeforeImmortalizing();
     }
-    note_freeze(&interp->gc);
+    _PyGC_CowNoteFreeze(&interp->gc);
     _PyGC_Freeze(interp);
     if (immortalize && _PyGC_CowImmortalize(interp, 1) < 0) {
         PyErr_NoMemory();
@@ -1185,7 +972,7 @@ _PyGC_CowDeduceUnreachable(PyInterpreterState *interp, int generation,
 #ifdef Py_DEBUG
     _Py_hashtable_t *oracle = NULL;
     if (_PyGC_cow.oracle) {
-        oracle = oracle_stock_garbage(lists, nlists, stock);
+        oracle = _PyGC_CowOracleStockGarbage(lists, nlists, stock);
     }
 #else
     (void)stock;
@@ -1202,7 +989,7 @@ _PyGC_CowDeduceUnreachable(PyInterpreterState *interp, int generation,
 #ifdef Py_DEBUG
     if (oracle != NULL) {
         if (err == 0) {
-            oracle_compare(oracle, unreachable, generation, path);
+            _PyGC_CowOracleCompare(oracle, unreachable, generation, path);
         }
         _Py_hashtable_destroy(oracle);
     }
@@ -1251,182 +1038,5 @@ _PyGC_CowVisibleLists(PyInterpreterState *interp, PyGC_Head **lists)
     }
     return n;
 }
-
-/* Whether this fork makes the heap immortal: in the immortal fork mode,
-   at the process's first fork only (see _PyGC_CowState.fork_walked).
-   What a pre-fork master preloaded is immortal from its first worker
-   on, so workers forked later (replacements after recycling) find it
-   so; what a process allocates after that and holds while it forks
-   again (a worker forking per request, a loop of short-lived children)
-   is only frozen: made immortal, it could never be freed (measured:
-   6.4 MB leaked per fork, #18).  gc.freeze(immortalize=True) still
-   immortalizes whenever it is called. */
-static int
-fork_walks(PyInterpreterState *interp)
-{
-    return _PyGC_cow.fork_mode == COW_FORK_IMMORTAL
-           && !_PyGC_cow.fork_walked
-           && _Py_IsMainInterpreter(interp);
-}
-
-void
-_PyGC_CowPrepareFork(PyInterpreterState *interp)
-{
-    /* Collect before immortalizing, so that garbage is not made immortal.
-       Here, before PyOS_BeforeFork() takes its locks: finalizers may run. */
-    if (fork_walks(interp)) {
-        _PyGC_CowImmortalPrepare();
-        collect_before_immortalizing();
-    }
-}
-
-void
-_PyGC_CowBeforeFork(PyInterpreterState *interp)
-{
-    if (_PyGC_cow.fork_mode == COW_FORK_OFF) {
-        /* Also where pthread_atfork() is missing. */
-        _PyGC_CowNoteFork();
-        _PyGC_cow.announcing = 1;
-        return;
-    }
-    note_freeze(&interp->gc);
-    _PyGC_Freeze(interp);
-    if (fork_walks(interp)) {
-        /* Runs no Python code; a failure to grow the walk's stack leaves
-           part of the heap mortal, which is only slower. */
-        _PyGC_cow.fork_walked = 1;
-        if (_PyGC_CowImmortalize(interp, 0) < 0) {
-            _PyGC_cow.immortalize_failures++;
-        }
-    }
-    else if (_PyGC_cow.fork_mode == COW_FORK_IMMORTAL) {
-        _PyGC_cow.fork_walks_skipped++;
-    }
-    /* Only now: before fork() itself no page is shared, so the first
-       fork's immortalizing walk may keep its scratch in the headers. */
-    _PyGC_CowNoteFork();
-    _PyGC_cow.announcing = 1;
-}
-
-
-/* The main interpreter's collecting thread (only the main interpreter
-   forks workers; other interpreters' threads could collect at the same
-   time under their own GIL).  Compared, never dereferenced: in a forked
-   child the one thread state left is the forking thread's, at the same
-   address. */
-static PyThreadState *collecting_tstate;
-
-/* The first collection of a child whose fork was not announced (see
-   _PyGC_CowNoteChild()): freeze, as freeze at fork would have, and set
-   the allocator's pools aside, now that the GIL is held.  Before it
-   selects a generation, so the collection then sees the frozen heap as
-   any collection after an announced fork does.  The immortal mode's
-   walk needs the announced fork (it must run in the parent, before any
-   page is shared): such a child only freezes. */
-static void
-after_unannounced_fork(PyInterpreterState *interp)
-{
-    _PyGC_cow.unannounced = 0;
-    _PyGC_cow.unannounced_forks++;
-    if (_PyGC_cow.mode != COW_MODE_STOCK
-        && _PyGC_cow.fork_mode != COW_FORK_OFF)
-    {
-        note_freeze(&interp->gc);
-        _PyGC_Freeze(interp);
-    }
-    _PyObject_CowAllocAfterForkChild(interp);
-}
-
-void
-_PyGC_CowCollectionStarted(PyThreadState *tstate)
-{
-    if (_PyGC_cow.unannounced && _Py_IsMainInterpreter(tstate->interp)) {
-        after_unannounced_fork(tstate->interp);
-    }
-    if (_Py_IsMainInterpreter(tstate->interp)) {
-        collecting_tstate = tstate;
-    }
-}
-
-/* The main interpreter's collection's lists on its thread's stack (see
-   pycore_gc_cow.h), for a child forked by another thread meanwhile: the
-   dead thread's stack is still mapped in the child, and the lists are
-   consistent whenever that thread could have released the GIL. */
-static PyGC_Head *stack_lists[_PyGC_COW_NLISTS];
-
-void
-_PyGC_CowRuntimeReset(void)
-{
-    int forked = _PyGC_cow.forked, child = _PyGC_cow.child;
-    _PyGC_cow = (_PyGC_CowState){
-        .mode = COW_MODE_DEFAULT,
-        .fork_mode = COW_FORK_FREEZE,
-        .shared_threshold = 1,
-        .forked = forked,
-        .child = child,
-    };
-    collecting_tstate = NULL;
-    memset(stack_lists, 0, sizeof(stack_lists));
-    _PyGC_CowImmortalReset();
-}
-
-void
-_PyGC_CowNoteStackList(_PyGC_CowStackList which, PyGC_Head *head)
-{
-    if (_Py_IsMainInterpreter(_PyInterpreterState_GET())) {
-        stack_lists[which] = head;
-    }
-}
-
-/* Append every object of a dead collection's list to `to`, with the flags
-   of an object outside any collection (its FINALIZED bit kept). */
-static void
-salvage_list(PyGC_Head *head, PyGC_Head *to)
-{
-    PyGC_Head *gc = (PyGC_Head *)(head->_gc_next
-                                  & ~COW_NEXT_MASK_UNREACHABLE);
-    while (gc != head) {
-        PyGC_Head *next = (PyGC_Head *)(gc->_gc_next
-                                        & ~COW_NEXT_MASK_UNREACHABLE);
-        gc->_gc_prev &= ~_PyGC_PREV_MASK_COLLECTING;
-        PyGC_Head *last = (PyGC_Head *)to->_gc_prev;
-        _PyGCHead_SET_NEXT(last, gc);
-        _PyGCHead_SET_PREV(gc, last);
-        _PyGCHead_SET_NEXT(gc, to);
-        to->_gc_prev = (uintptr_t)gc;
-        gc = next;
-    }
-}
-
-void
-_PyGC_CowAfterForkChild(PyThreadState *tstate)
-{
-    GCState *gcstate = &tstate->interp->gc;
-    /* Also where pthread_atfork() is missing; whether the fork was
-       announced is the atfork child handler's to say. */
-    _PyGC_cow.child = 1;
-    _PyGC_cow.fork_walked = 0;
-    if (_Py_IsMainInterpreter(tstate->interp)
-        && _Py_atomic_load_int_relaxed(&gcstate->collecting)
-        && collecting_tstate != tstate)
-    {
-        /* What that collection was finalizing or clearing is on lists
-           whose heads were on the dead thread's stack, still flagged
-           PREV_MASK_COLLECTING: the next collection would count
-           references into their _gc_prev links, which an untrack then
-           follows.  Back onto the oldest generation, with clean flags:
-           a later collection decides again (an object the dead thread
-           held a reference to stays alive, leaked as in stock). */
-        PyGC_Head *old = &gcstate->generations[NUM_GENERATIONS - 1].head;
-        for (int i = 0; i < _PyGC_COW_NLISTS; i++) {
-            if (stack_lists[i] != NULL) {
-                salvage_list(stack_lists[i], old);
-            }
-        }
-        memset(stack_lists, 0, sizeof(stack_lists));
-        _Py_atomic_store_int(&gcstate->collecting, 0);
-    }
-}
-
 
 #endif  /* !Py_GIL_DISABLED */

@@ -112,6 +112,11 @@ extern void _PyGC_CowNoteParent(void);
    forked stays true. */
 extern void _PyGC_CowRuntimeReset(void);
 
+/* Borrowed from gc.c, where it is private: the lowest bit of _gc_next
+   marks members of the unreachable list between move_unreachable() and
+   move_legacy_finalizers().  It must stay equal to gc.c's value. */
+#define COW_NEXT_MASK_UNREACHABLE  ((uintptr_t)1)
+
 /* gc list helpers (gc.c has its own, private to it). */
 
 static inline void
@@ -135,6 +140,35 @@ cow_list_move(PyGC_Head *gc, PyGC_Head *list)
     _PyGCHead_SET_NEXT(gc, list);
     list->_gc_prev = (uintptr_t)gc;
 }
+
+/* Move every object of `from` to the end of `to`. */
+static inline void
+cow_list_splice(PyGC_Head *from, PyGC_Head *to)
+{
+    PyGC_Head *gc = _PyGCHead_NEXT(from);
+    while (gc != from) {
+        PyGC_Head *next = _PyGCHead_NEXT(gc);
+        cow_list_move(gc, to);
+        gc = next;
+    }
+}
+
+#ifdef Py_DEBUG
+/* gc_cow_oracle.c: the garbage stock's algorithm finds among `lists`
+   (left as they were), and its comparison with the side arena's. */
+struct _Py_hashtable_t;
+extern struct _Py_hashtable_t *_PyGC_CowOracleStockGarbage(
+    PyGC_Head **lists, int nlists, _PyGC_CowDeduceFn deduce);
+extern void _PyGC_CowOracleCompare(struct _Py_hashtable_t *stock,
+                                   PyGC_Head *unreachable, int generation,
+                                   _PyGC_CowPath path);
+#endif
+
+/* gc_cow.c, for gc_cow_fork.c: raise the shared-collection estimate
+   before a freeze; a full collection even while the collector is
+   disabled, before an immortalizing walk. */
+extern void _PyGC_CowNoteFreeze(struct _gc_runtime_state *gcstate);
+extern void _PyGC_CowCollectBeforeImmortalizing(void);
 
 /* Roots of the immortalizing walk: see gc_cow.c.  With frames == 0, what
    the running threads' frames hold in their local variables does not

@@ -1,0 +1,224 @@
+/* cowpy: the fork's life cycle, as the collector sees it: the
+ * pthread_atfork() handlers, PyOS_BeforeFork()'s freeze (and the immortal
+ * mode's walk, at a process's first fork), a child forked while another
+ * thread collects, a child forked without PyOS_BeforeFork(), and the
+ * runtime's reset.  See docs/design.md, sections 6 and 8.
+ */
+
+#include "Python.h"
+#include "pycore_gc.h"
+#include "pycore_gc_cow.h"
+#include "pycore_interp.h"        // PyInterpreterState.gc
+#include "pycore_obmalloc_cow.h"  // _PyObject_CowAllocAfterForkChild()
+#include "pycore_pystate.h"       // _PyInterpreterState_GET()
+#include "gc_cow_internal.h"
+
+#if !defined(Py_GIL_DISABLED)
+
+typedef struct _gc_runtime_state GCState;
+
+/* pthread_atfork() prepare handler (registered by _PyGC_CowInit()). */
+void
+_PyGC_CowNoteFork(void)
+{
+    _PyGC_cow.forked = 1;
+}
+
+/* pthread_atfork() child handler: stores only, async-signal-safe (no
+   collection, no lock, no allocation here: the GIL may not be held). */
+void
+_PyGC_CowNoteChild(void)
+{
+    _PyGC_cow.child = 1;
+    _PyGC_cow.fork_walked = 0;
+    if (!_PyGC_cow.announcing) {
+        _PyGC_cow.unannounced = 1;
+    }
+    _PyGC_cow.announcing = 0;
+}
+
+/* pthread_atfork() parent handler. */
+void
+_PyGC_CowNoteParent(void)
+{
+    _PyGC_cow.announcing = 0;
+}
+
+/* Whether this fork makes the heap immortal: in the immortal fork mode,
+   at the process's first fork only (see _PyGC_CowState.fork_walked).
+   What a pre-fork master preloaded is immortal from its first worker
+   on, so workers forked later (replacements after recycling) find it
+   so; what a process allocates after that and holds while it forks
+   again (a worker forking per request, a loop of short-lived children)
+   is only frozen: made immortal, it could never be freed (measured:
+   6.4 MB leaked per fork, #18).  gc.freeze(immortalize=True) still
+   immortalizes whenever it is called. */
+static int
+fork_walks(PyInterpreterState *interp)
+{
+    return _PyGC_cow.fork_mode == COW_FORK_IMMORTAL
+           && !_PyGC_cow.fork_walked
+           && _Py_IsMainInterpreter(interp);
+}
+
+void
+_PyGC_CowPrepareFork(PyInterpreterState *interp)
+{
+    /* Collect before immortalizing, so that garbage is not made immortal.
+       Here, before PyOS_BeforeFork() takes its locks: finalizers may run. */
+    if (fork_walks(interp)) {
+        _PyGC_CowImmortalPrepare();
+        _PyGC_CowCollectBeforeImmortalizing();
+    }
+}
+
+void
+_PyGC_CowBeforeFork(PyInterpreterState *interp)
+{
+    if (_PyGC_cow.fork_mode == COW_FORK_OFF) {
+        /* Also where pthread_atfork() is missing. */
+        _PyGC_CowNoteFork();
+        _PyGC_cow.announcing = 1;
+        return;
+    }
+    _PyGC_CowNoteFreeze(&interp->gc);
+    _PyGC_Freeze(interp);
+    if (fork_walks(interp)) {
+        /* Runs no Python code; a failure to grow the walk's stack leaves
+           part of the heap mortal, which is only slower. */
+        _PyGC_cow.fork_walked = 1;
+        if (_PyGC_CowImmortalize(interp, 0) < 0) {
+            _PyGC_cow.immortalize_failures++;
+        }
+    }
+    else if (_PyGC_cow.fork_mode == COW_FORK_IMMORTAL) {
+        _PyGC_cow.fork_walks_skipped++;
+    }
+    /* Only now: before fork() itself no page is shared, so the first
+       fork's immortalizing walk may keep its scratch in the headers. */
+    _PyGC_CowNoteFork();
+    _PyGC_cow.announcing = 1;
+}
+
+
+/* The main interpreter's collecting thread (only the main interpreter
+   forks workers; other interpreters' threads could collect at the same
+   time under their own GIL).  Compared, never dereferenced: in a forked
+   child the one thread state left is the forking thread's, at the same
+   address. */
+static PyThreadState *collecting_tstate;
+
+/* The first collection of a child whose fork was not announced (see
+   _PyGC_CowNoteChild()): freeze, as freeze at fork would have, and set
+   the allocator's pools aside, now that the GIL is held.  Before it
+   selects a generation, so the collection then sees the frozen heap as
+   any collection after an announced fork does.  The immortal mode's
+   walk needs the announced fork (it must run in the parent, before any
+   page is shared): such a child only freezes. */
+static void
+after_unannounced_fork(PyInterpreterState *interp)
+{
+    _PyGC_cow.unannounced = 0;
+    _PyGC_cow.unannounced_forks++;
+    if (_PyGC_cow.mode != COW_MODE_STOCK
+        && _PyGC_cow.fork_mode != COW_FORK_OFF)
+    {
+        _PyGC_CowNoteFreeze(&interp->gc);
+        _PyGC_Freeze(interp);
+    }
+    _PyObject_CowAllocAfterForkChild(interp);
+}
+
+void
+_PyGC_CowCollectionStarted(PyThreadState *tstate)
+{
+    if (_PyGC_cow.unannounced && _Py_IsMainInterpreter(tstate->interp)) {
+        after_unannounced_fork(tstate->interp);
+    }
+    if (_Py_IsMainInterpreter(tstate->interp)) {
+        collecting_tstate = tstate;
+    }
+}
+
+/* The main interpreter's collection's lists on its thread's stack (see
+   pycore_gc_cow.h), for a child forked by another thread meanwhile: the
+   dead thread's stack is still mapped in the child, and the lists are
+   consistent whenever that thread could have released the GIL. */
+static PyGC_Head *stack_lists[_PyGC_COW_NLISTS];
+
+void
+_PyGC_CowRuntimeReset(void)
+{
+    int forked = _PyGC_cow.forked, child = _PyGC_cow.child;
+    _PyGC_cow = (_PyGC_CowState){
+        .mode = COW_MODE_DEFAULT,
+        .fork_mode = COW_FORK_FREEZE,
+        .shared_threshold = 1,
+        .forked = forked,
+        .child = child,
+    };
+    collecting_tstate = NULL;
+    memset(stack_lists, 0, sizeof(stack_lists));
+    _PyGC_CowImmortalReset();
+}
+
+void
+_PyGC_CowNoteStackList(_PyGC_CowStackList which, PyGC_Head *head)
+{
+    if (_Py_IsMainInterpreter(_PyInterpreterState_GET())) {
+        stack_lists[which] = head;
+    }
+}
+
+/* Append every object of a dead collection's list to `to`, with the flags
+   of an object outside any collection (its FINALIZED bit kept). */
+static void
+salvage_list(PyGC_Head *head, PyGC_Head *to)
+{
+    PyGC_Head *gc = (PyGC_Head *)(head->_gc_next
+                                  & ~COW_NEXT_MASK_UNREACHABLE);
+    while (gc != head) {
+        PyGC_Head *next = (PyGC_Head *)(gc->_gc_next
+                                        & ~COW_NEXT_MASK_UNREACHABLE);
+        gc->_gc_prev &= ~_PyGC_PREV_MASK_COLLECTING;
+        PyGC_Head *last = (PyGC_Head *)to->_gc_prev;
+        _PyGCHead_SET_NEXT(last, gc);
+        _PyGCHead_SET_PREV(gc, last);
+        _PyGCHead_SET_NEXT(gc, to);
+        to->_gc_prev = (uintptr_t)gc;
+        gc = next;
+    }
+}
+
+void
+_PyGC_CowAfterForkChild(PyThreadState *tstate)
+{
+    GCState *gcstate = &tstate->interp->gc;
+    /* Also where pthread_atfork() is missing; whether the fork was
+       announced is the atfork child handler's to say. */
+    _PyGC_cow.child = 1;
+    _PyGC_cow.fork_walked = 0;
+    if (_Py_IsMainInterpreter(tstate->interp)
+        && _Py_atomic_load_int_relaxed(&gcstate->collecting)
+        && collecting_tstate != tstate)
+    {
+        /* What that collection was finalizing or clearing is on lists
+           whose heads were on the dead thread's stack, still flagged
+           PREV_MASK_COLLECTING: the next collection would count
+           references into their _gc_prev links, which an untrack then
+           follows.  Back onto the oldest generation, with clean flags:
+           a later collection decides again (an object the dead thread
+           held a reference to stays alive, leaked as in stock). */
+        PyGC_Head *old = &gcstate->generations[NUM_GENERATIONS - 1].head;
+        for (int i = 0; i < _PyGC_COW_NLISTS; i++) {
+            if (stack_lists[i] != NULL) {
+                salvage_list(stack_lists[i], old);
+            }
+        }
+        memset(stack_lists, 0, sizeof(stack_lists));
+        _Py_atomic_store_int(&gcstate->collecting, 0);
+    }
+}
+
+
+#endif  /* !Py_GIL_DISABLED */
