@@ -446,9 +446,11 @@ bench-reload: all
 	    | tee $(RESULTS)/reload.txt
 
 # uWSGI in every mode (bench/uwsgi/run.py).
+UWSGI_ROUNDS ?= 3
 bench-uwsgi: uwsgi
 	@mkdir -p $(RESULTS)
-	@$(STOCK) bench/uwsgi/run.py | tee $(RESULTS)/uwsgi.txt
+	@$(STOCK) bench/uwsgi/run.py --rounds $(UWSGI_ROUNDS) \
+	    | tee $(RESULTS)/uwsgi.txt
 
 bench: bench-probe bench-gc bench-instructions bench-speed bench-prefork \
        bench-immortalize bench-alloc bench-exit bench-servers bench-uwsgi

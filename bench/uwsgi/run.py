@@ -24,6 +24,7 @@ import re
 import signal
 import socket
 import subprocess
+import statistics
 import sys
 import tempfile
 import time
@@ -170,6 +171,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--items", type=int, default=130000)
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="interleaved rounds; each figure is the median")
     args = ap.parse_args()
     modes = args.modes.split(",")
     for m in modes:
@@ -177,23 +180,33 @@ def main():
             ap.error("unknown mode %r (known: %s)" % (m, ", ".join(MODES)))
         if not os.path.exists(uwsgi_binary(MODES[m][0])):
             sys.exit("no %s: run 'make uwsgi'" % uwsgi_binary(MODES[m][0]))
-    rows = {}
+    runs = {m: [] for m in modes}
     with tempfile.TemporaryDirectory(prefix="cowpy-uwsgi-") as workdir:
-        for m in modes:
-            server = Server(m, args.items, workdir)
-            try:
-                server.wait_ready()
-                rps, total, failed = run_wrk(server.port, args.seconds)
-                mem = server.memory()
-            finally:
-                status = server.stop()
-            rows[m] = dict(mem, rps=rps, requests=total, failed=failed,
-                           stop=status)
+        # Rounds interleave the modes, so that a change in the machine's
+        # load spreads over all of them.
+        for _ in range(args.rounds):
+            for m in modes:
+                server = Server(m, args.items, workdir)
+                try:
+                    server.wait_ready()
+                    rps, total, failed = run_wrk(server.port, args.seconds)
+                    mem = server.memory()
+                finally:
+                    status = server.stop()
+                runs[m].append(dict(mem, rps=rps, requests=total,
+                                    failed=failed, stop=status))
+    rows = {}
+    for m, rs in runs.items():
+        rows[m] = {k: (statistics.median(r[k] for r in rs)
+                       if isinstance(rs[0][k], (int, float)) else rs[-1][k])
+                   for k in rs[0]}
+        rows[m]["failed"] = sum(r["failed"] for r in rs)
     base = rows.get("stock+recipe")
     print("uWSGI %s, 2 workers, app of %d items, wrk -t2 -c4 for %d s; "
-          "MiB; ratios vs stock+recipe"
+          "MiB; ratios vs stock+recipe; median of %d round(s)"
           % (open(os.path.join(ROOT, "upstream", "uwsgi.pin")).read()
-             .split("VERSION=")[1].split()[0], args.items, args.seconds))
+             .split("VERSION=")[1].split()[0], args.items, args.seconds,
+             args.rounds))
     print("%-16s %9s %9s %9s %8s %9s %7s %6s %6s %6s"
           % ("mode", "USS", "PSS", "tree PSS", "req/s", "requests",
              "failed", "USS", "tPSS", "req/s"))
