@@ -14,12 +14,10 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,34 +79,9 @@ class ServersTests(unittest.TestCase):
         python, env = env_for(mode, SERVERS_CELERY_DIR=work)
         if max_tasks:
             env["SERVERS_MAX_TASKS"] = str(max_tasks)
-        proc = subprocess.Popen(
-            [python, "-m", "celery", "-A", "celery_app", "worker", "-P",
-             "prefork", "-c", "2", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-l", "warning"],
-            env=env, cwd=servers.HERE, stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(work, "worker.log"), "w"),
-            start_new_session=True)
-        self.addCleanup(self.stop, proc)
-        init_log = os.path.join(work, "process_init.log")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if os.path.exists(init_log) and \
-                    len(open(init_log).read().split()) >= 2:
-                return python, env, proc
-            self.assertIsNone(proc.poll(), open(
-                os.path.join(work, "worker.log")).read()[-2000:])
-            time.sleep(0.2)
-        self.fail("celery did not start")
-
-    def stop(self, proc):
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc = servers.start_celery(python, env, work, 2, timeout=120)
+        self.addCleanup(servers.stop, proc)
+        return python, env, proc
 
     def test_celery_prefork(self):
         expected = self.expected_checksum(60)
@@ -154,34 +127,14 @@ class ServersTests(unittest.TestCase):
         """Start STACK under gunicorn in MODE, make 200 requests (each
         answer checked by CHECK) and 3 s of wrk; return the workers'
         memory, 8 /health answers and the work directory."""
-        app, extra, paths = servers.GUNICORN[stack]
+        paths = servers.GUNICORN[stack][2]
         work = tempfile.mkdtemp(prefix="cowpy-%s-test-" % stack)
         self.addCleanup(shutil.rmtree, work, True)
         python, env = env_for(
-            mode, SERVERS_DJANGO_DB=os.path.join(work, "db.sqlite3"),
-            SERVERS_DJANGO_LOG=os.path.join(work, "app.log"),
-            SERVERS_DJANGO_RECORDS=str(DJANGO_RECORDS))
-        port = servers.free_port()
-        hooks = ["-c", servers.FREEZE_HOOKS] if "recipe" in mode else []
-        proc = subprocess.Popen(
-            [python, "-m", "gunicorn", "--preload", "-w", "2", "-b",
-             "127.0.0.1:%d" % port] + hooks + extra + [app],
-            env=env, cwd=servers.HERE, stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(work, "server.log"), "w"),
-            start_new_session=True)
-        self.addCleanup(self.stop, proc)
-        deadline = time.monotonic() + 120
-        while True:
-            self.assertIsNone(proc.poll(), open(
-                os.path.join(work, "server.log")).read()[-3000:])
-            try:
-                if servers.http_json(port, "/health")[0] == 200 and \
-                        len(servers.children(proc.pid)) >= 2:
-                    break
-            except OSError:
-                pass
-            self.assertLess(time.monotonic(), deadline, "no answer")
-            time.sleep(0.3)
+            mode, SERVERS_DJANGO_RECORDS=str(DJANGO_RECORDS))
+        proc, port = servers.start_gunicorn(stack, python, env, work, 2,
+                                            timeout=120)
+        self.addCleanup(servers.stop, proc)
         for i in range(200):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             path = paths[i % len(paths)].replace("%d", str(i * 37))

@@ -58,9 +58,91 @@ def base_env(extra, records):
 
 
 def children(pid):
-    return cowproc.child_pids(pid) if hasattr(cowproc, "child_pids") \
-        else sorted(p["pid"] for p in cowproc.process_tree(pid)
-                    if p["ppid"] == pid)
+    return cowproc.child_pids(pid)
+
+
+def stop(proc):
+    """SIGTERM the server's process group and wait; SIGKILL it if that
+    fails or takes over 30 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    except ProcessLookupError:
+        pass
+    except Exception:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _wait(proc, ready, log, timeout, what):
+    """Poll ready() until it is true; raise with the log's tail if the
+    server exits first or TIMEOUT seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            with open(log) as f:
+                raise RuntimeError(f.read()[-3000:])
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("%s did not start" % what)
+
+
+def start_celery(python, env, work, workers, timeout=180):
+    """A Celery prefork worker (-c WORKERS) for celery_app.py whose broker
+    and results live in WORK; returns once every pool process has run
+    worker_process_init.  The caller stops it (stop())."""
+    proc = subprocess.Popen(
+        [python, "-m", "celery", "-A", "celery_app", "worker", "-P",
+         "prefork", "-c", str(workers), "--without-gossip",
+         "--without-mingle", "--without-heartbeat", "-l", "warning"],
+        env=dict(env, SERVERS_CELERY_DIR=work), cwd=HERE,
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(work, "worker.log"), "w"),
+        start_new_session=True)
+    init_log = os.path.join(work, "process_init.log")
+
+    def ready():
+        with open(init_log) as f:
+            return len(f.read().split()) >= workers
+    try:
+        _wait(proc, ready, os.path.join(work, "worker.log"), timeout,
+              "celery")
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def start_gunicorn(stack, python, env, work, workers, timeout=300):
+    """gunicorn --preload -w WORKERS serving STACK's app (its database and
+    log in WORK; the stock freeze hooks when SERVERS_RECIPE is set);
+    returns (process, port) once /health answers and every worker runs.
+    The caller stops it (stop())."""
+    app, extra, _ = GUNICORN[stack]
+    env = dict(env, SERVERS_DJANGO_DB=os.path.join(work, "db.sqlite3"),
+               SERVERS_DJANGO_LOG=os.path.join(work, "app.log"))
+    port = free_port()
+    hooks = ["-c", FREEZE_HOOKS] if env.get("SERVERS_RECIPE") else []
+    proc = subprocess.Popen(
+        [python, "-m", "gunicorn", "--preload", "-w", str(workers),
+         "-b", "127.0.0.1:%d" % port] + hooks + extra + [app],
+        env=env, cwd=HERE, stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(work, "server.log"), "w"),
+        start_new_session=True)
+
+    def ready():
+        return (http_json(port, "/health")[0] == 200
+                and len(children(proc.pid)) >= workers)
+    try:
+        _wait(proc, ready, os.path.join(work, "server.log"), timeout, stack)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc, port
 
 
 def mem_of(pids, parent=None):
@@ -109,26 +191,12 @@ def run_mp(python, env, args):
 def run_celery(python, env, args):
     work = tempfile.mkdtemp(prefix="cowpy-celery-")
     env = dict(env, SERVERS_CELERY_DIR=work)
-    proc = subprocess.Popen(
-        [python, "-m", "celery", "-A", "celery_app", "worker", "-P",
-         "prefork", "-c", str(args.workers), "--without-gossip",
-         "--without-mingle", "--without-heartbeat", "-l", "warning"],
-        env=env, cwd=HERE, stdout=subprocess.DEVNULL,
-        stderr=open(os.path.join(work, "worker.log"), "w"),
-        start_new_session=True)
     try:
-        init_log = os.path.join(work, "process_init.log")
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if os.path.exists(init_log) and \
-                    len(open(init_log).read().split()) >= args.workers:
-                break
-            if proc.poll() is not None:
-                raise RuntimeError(open(os.path.join(work,
-                                                     "worker.log")).read())
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("celery workers did not start")
+        proc = start_celery(python, env, work, args.workers)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    try:
         client = subprocess.run(
             [python, "-c", CELERY_CLIENT, str(args.tasks)], env=env,
             cwd=HERE, capture_output=True, text=True, timeout=600)
@@ -143,11 +211,7 @@ def run_celery(python, env, args):
                 "checksum %s, %d workers answered, immortal there: %s"
                 % (d["checksum"], d["pids"], d["immortal"]))
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
-        except Exception:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -222,34 +286,14 @@ def run_wrk(port, paths, seconds, connections=8):
 
 
 def run_gunicorn(stack, python, env, args):
-    app, extra, paths = GUNICORN[stack]
+    paths = GUNICORN[stack][2]
     work = tempfile.mkdtemp(prefix="cowpy-%s-" % stack)
-    env = dict(env, SERVERS_DJANGO_DB=os.path.join(work, "db.sqlite3"),
-               SERVERS_DJANGO_LOG=os.path.join(work, "app.log"))
-    port = free_port()
-    hooks = ["-c", FREEZE_HOOKS] if env.get("SERVERS_RECIPE") else []
-    proc = subprocess.Popen(
-        [python, "-m", "gunicorn", "--preload", "-w", str(args.workers),
-         "-b", "127.0.0.1:%d" % port] + hooks + extra + [app],
-        env=env, cwd=HERE, stdout=subprocess.DEVNULL,
-        stderr=open(os.path.join(work, "server.log"), "w"),
-        start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        health = None
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(open(os.path.join(
-                    work, "server.log")).read()[-3000:])
-            try:
-                st, health = http_json(port, "/health")
-                if st == 200 and len(children(proc.pid)) >= args.workers:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise RuntimeError("%s did not start" % stack)
+        proc, port = start_gunicorn(stack, python, env, work, args.workers)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    try:
         run_wrk(port, paths, args.warmup)
         rate, requests, errors, text = run_wrk(port, paths, args.duration)
         workers = mem_of(children(proc.pid), proc.pid)
@@ -261,11 +305,7 @@ def run_gunicorn(stack, python, env, args):
                 errors, "%d requests, immortal in worker: %s"
                 % (requests, sorted(imm)))
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
-        except Exception:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 
