@@ -802,7 +802,7 @@ _PyGC_CowExternalRoots(PyGC_Head **lists, int nlists, int frames,
     Py_ssize_t walked;
     PyInterpreterState *interp = _PyInterpreterState_GET();
     GCState *gcstate = &interp->gc;
-    if (!_PyGC_cow.forked
+    if (!cow_flag(&_PyGC_cow.forked)
         && !_Py_atomic_load_int_relaxed(&gcstate->collecting))
     {
         (void)header_update_refs(lists, nlists, &walked);
@@ -919,7 +919,7 @@ select_path(PyInterpreterState *interp, int generation, _PyGC_Reason reason)
     PyGC_Head *perm = &gcstate->permanent_generation.head;
     int has_permanent = _PyGCHead_NEXT(perm) != perm;
     if (generation == NUM_GENERATIONS - 1 && has_permanent) {
-        if (_PyGC_cow.child
+        if (cow_flag(&_PyGC_cow.child)
             && (reason == _Py_GC_REASON_SHUTDOWN
                 || _PyInterpreterState_GetFinalizing(interp) != NULL))
         {
@@ -979,7 +979,7 @@ _PyGC_CowDeduceUnreachable(PyInterpreterState *interp, int generation,
 #endif
     int err = 0;
     if (path == _PyGC_COW_SHARED && _PyGC_cow.mode == COW_MODE_DEFAULT
-        && !_PyGC_cow.forked)
+        && !cow_flag(&_PyGC_cow.forked))
     {
         header_deduce_unreachable(lists, nlists, unreachable);
     }

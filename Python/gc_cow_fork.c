@@ -21,7 +21,7 @@ typedef struct _gc_runtime_state GCState;
 void
 _PyGC_CowNoteFork(void)
 {
-    _PyGC_cow.forked = 1;
+    cow_set_flag(&_PyGC_cow.forked, 1);
 }
 
 /* pthread_atfork() child handler: stores only, async-signal-safe (no
@@ -29,19 +29,19 @@ _PyGC_CowNoteFork(void)
 void
 _PyGC_CowNoteChild(void)
 {
-    _PyGC_cow.child = 1;
-    _PyGC_cow.fork_walked = 0;
-    if (!_PyGC_cow.announcing) {
-        _PyGC_cow.unannounced = 1;
+    cow_set_flag(&_PyGC_cow.child, 1);
+    cow_set_flag(&_PyGC_cow.fork_walked, 0);
+    if (!cow_flag(&_PyGC_cow.announcing)) {
+        cow_set_flag(&_PyGC_cow.unannounced, 1);
     }
-    _PyGC_cow.announcing = 0;
+    cow_set_flag(&_PyGC_cow.announcing, 0);
 }
 
 /* pthread_atfork() parent handler. */
 void
 _PyGC_CowNoteParent(void)
 {
-    _PyGC_cow.announcing = 0;
+    cow_set_flag(&_PyGC_cow.announcing, 0);
 }
 
 /* Whether this fork makes the heap immortal: in the immortal fork mode,
@@ -57,7 +57,7 @@ static int
 fork_walks(PyInterpreterState *interp)
 {
     return _PyGC_cow.fork_mode == COW_FORK_IMMORTAL
-           && !_PyGC_cow.fork_walked
+           && !cow_flag(&_PyGC_cow.fork_walked)
            && _Py_IsMainInterpreter(interp);
 }
 
@@ -78,7 +78,7 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
     if (_PyGC_cow.fork_mode == COW_FORK_OFF) {
         /* Also where pthread_atfork() is missing. */
         _PyGC_CowNoteFork();
-        _PyGC_cow.announcing = 1;
+        cow_set_flag(&_PyGC_cow.announcing, 1);
         return;
     }
     _PyGC_CowNoteFreeze(&interp->gc);
@@ -86,7 +86,7 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
     if (fork_walks(interp)) {
         /* Runs no Python code; a failure to grow the walk's stack leaves
            part of the heap mortal, which is only slower. */
-        _PyGC_cow.fork_walked = 1;
+        cow_set_flag(&_PyGC_cow.fork_walked, 1);
         if (_PyGC_CowImmortalize(interp, 0) < 0) {
             _PyGC_cow.immortalize_failures++;
         }
@@ -97,7 +97,7 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
     /* Only now: before fork() itself no page is shared, so the first
        fork's immortalizing walk may keep its scratch in the headers. */
     _PyGC_CowNoteFork();
-    _PyGC_cow.announcing = 1;
+    cow_set_flag(&_PyGC_cow.announcing, 1);
 }
 
 
@@ -118,7 +118,7 @@ static PyThreadState *collecting_tstate;
 static void
 after_unannounced_fork(PyInterpreterState *interp)
 {
-    _PyGC_cow.unannounced = 0;
+    cow_set_flag(&_PyGC_cow.unannounced, 0);
     _PyGC_cow.unannounced_forks++;
     if (_PyGC_cow.mode != COW_MODE_STOCK
         && _PyGC_cow.fork_mode != COW_FORK_OFF)
@@ -132,7 +132,9 @@ after_unannounced_fork(PyInterpreterState *interp)
 void
 _PyGC_CowCollectionStarted(PyThreadState *tstate)
 {
-    if (_PyGC_cow.unannounced && _Py_IsMainInterpreter(tstate->interp)) {
+    if (cow_flag(&_PyGC_cow.unannounced)
+        && _Py_IsMainInterpreter(tstate->interp))
+    {
         after_unannounced_fork(tstate->interp);
     }
     if (_Py_IsMainInterpreter(tstate->interp)) {
@@ -149,7 +151,8 @@ static PyGC_Head *stack_lists[_PyGC_COW_NLISTS];
 void
 _PyGC_CowRuntimeReset(void)
 {
-    int forked = _PyGC_cow.forked, child = _PyGC_cow.child;
+    int forked = cow_flag(&_PyGC_cow.forked);
+    int child = cow_flag(&_PyGC_cow.child);
     _PyGC_cow = (_PyGC_CowState){
         .mode = COW_MODE_DEFAULT,
         .fork_mode = COW_FORK_FREEZE,
@@ -196,8 +199,8 @@ _PyGC_CowAfterForkChild(PyThreadState *tstate)
     GCState *gcstate = &tstate->interp->gc;
     /* Also where pthread_atfork() is missing; whether the fork was
        announced is the atfork child handler's to say. */
-    _PyGC_cow.child = 1;
-    _PyGC_cow.fork_walked = 0;
+    cow_set_flag(&_PyGC_cow.child, 1);
+    cow_set_flag(&_PyGC_cow.fork_walked, 0);
     if (_Py_IsMainInterpreter(tstate->interp)
         && _Py_atomic_load_int_relaxed(&gcstate->collecting)
         && collecting_tstate != tstate)

@@ -69,34 +69,51 @@ typedef struct {
     /* Shared collections that kept their scratch in the headers (the
        process had never forked, see header_deduce_unreachable()). */
     Py_ssize_t header_collections;
+    /* The five fork flags below (forked, child, announcing, unannounced,
+       fork_walked) are process-wide facts, written by pthread_atfork()
+       handlers that may run on any thread: accessed only through
+       cow_flag() and cow_set_flag() (relaxed atomics: each is a single
+       independent word; the GIL or the fork orders everything else). */
     /* Set for good by the first fork (pthread_atfork(), in the parent
        before it forks: the child inherits it): from then on pages may be
        shared, with children or with the parent. */
-    volatile int forked;
+    int forked;
     /* Set in a forked child (pthread_atfork() child handler): at its
        shutdown the frozen heap it inherited is left alone, as stock
        leaves it, instead of being freed page by page (#15). */
-    volatile int child;
+    int child;
     /* Fork announcements (pthread_atfork() handlers; #14): set by
        _PyGC_CowBeforeFork() for the fork that follows and cleared by the
        parent and child handlers; a child whose fork was not announced
        (a C fork() without PyOS_BeforeFork(), e.g. uWSGI without its fork
        hooks) sets `unannounced`, and its first collection does what
        freeze at fork would have done. */
-    volatile int announcing;
-    volatile int unannounced;
+    int announcing;
+    int unannounced;
     Py_ssize_t unannounced_forks;
     /* The immortal fork mode immortalizes at a process's first announced
        fork only (#18): set by that fork's walk, cleared in the child (a
        new process: a daemonized master forks its workers from one).
        Later forks only freeze, so data a process holds between forks is
        never made immortal by a fork it did not exist at. */
-    volatile int fork_walked;
+    int fork_walked;
     /* Forks that only froze for that reason (gc.get_shared_stats()). */
     Py_ssize_t fork_walks_skipped;
 } _PyGC_CowState;
 
 extern _PyGC_CowState _PyGC_cow;
+
+static inline int
+cow_flag(int *flag)
+{
+    return _Py_atomic_load_int_relaxed(flag);
+}
+
+static inline void
+cow_set_flag(int *flag, int value)
+{
+    _Py_atomic_store_int_relaxed(flag, value);
+}
 
 
 

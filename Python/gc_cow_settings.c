@@ -359,7 +359,8 @@ gc_set_fork_mode(PyObject *module, PyObject *arg)
     }
     _PyGC_cow.fork_mode = m;
     if (m == COW_FORK_IMMORTAL) {
-        _PyGC_cow.fork_walked = 0;      /* asked for: the next fork walks */
+        /* asked for: the next fork walks */
+        cow_set_flag(&_PyGC_cow.fork_walked, 0);
     }
     Py_RETURN_NONE;
 }
@@ -452,7 +453,7 @@ gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
         "header_collections", _PyGC_cow.header_collections,
         "unannounced_forks", _PyGC_cow.unannounced_forks,
         "fork_walks_skipped", _PyGC_cow.fork_walks_skipped,
-        "forked", PyBool_FromLong(_PyGC_cow.forked));
+        "forked", PyBool_FromLong(cow_flag(&_PyGC_cow.forked)));
 }
 
 PyMethodDef _PyGC_CowMethods[] = {
@@ -526,8 +527,8 @@ gc_cow_set_forked(PyObject *module, PyObject *arg)
                      Py_TYPE(arg)->tp_name);
         return NULL;
     }
-    int old = _PyGC_cow.forked;
-    _PyGC_cow.forked = arg == Py_True;
+    int old = cow_flag(&_PyGC_cow.forked);
+    cow_set_flag(&_PyGC_cow.forked, arg == Py_True);
     return PyBool_FromLong(old);
 }
 
