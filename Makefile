@@ -62,7 +62,7 @@ COWPY := $(B)/cowpy/bin/python3
         servers-deps \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-reload bench-uwsgi install \
+        bench-immortalize bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-reload bench-uwsgi bench-prefork-uwsgi install \
         export-patches \
         clean distclean \
         cowpy-debug cowpy-asan check-debug check-asan fuzz soak
@@ -446,6 +446,18 @@ bench-reload: all
 	    | tee $(RESULTS)/reload.txt
 
 # uWSGI in every mode (bench/uwsgi/run.py).
+# uWSGI beside gunicorn in the pre-fork benchmark: the same Flask app,
+# load and equal work (#14); CSVs in build/, the table in RESULTS.
+PREFORK_UWSGI_MODES ?= stock+hooks,uwsgi-stock+recipe,uwsgi-cowpy,uwsgi-cowpy-nohooks,uwsgi-cowpy-immortal,cowpy-immortal
+PREFORK_UWSGI_ROUNDS ?= 2
+bench-prefork-uwsgi: all uwsgi
+	@mkdir -p $(RESULTS) $(B)/prefork-uwsgi
+	@$(STOCK) bench/prefork/run.py $(STOCK) $(COWPY) \
+	    --csv-dir $(B)/prefork-uwsgi --no-attribution \
+	    --requests $(PREFORK_REQUESTS) --rounds $(PREFORK_UWSGI_ROUNDS) \
+	    --modes $(PREFORK_UWSGI_MODES) --baseline uwsgi-stock+recipe \
+	    | tee $(RESULTS)/prefork_uwsgi.txt
+
 UWSGI_ROUNDS ?= 3
 bench-uwsgi: uwsgi
 	@mkdir -p $(RESULTS)

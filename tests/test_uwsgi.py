@@ -1,14 +1,19 @@
 """uWSGI smoke tests: a real uWSGI 2.0.28 (make uwsgi) built against each
 twin serves bench/uwsgi/app.py in each mode; every answer is checked,
 the mode does what it says, worker memory stays within a bound, and the
-server stops cleanly.  (Throughput is a benchmark figure: make
-bench-uwsgi.)
+server stops cleanly.  FlaskAppTests does the same with the pre-fork
+benchmark's Flask app, started as make bench-prefork-uwsgi starts it.
+(Throughput is a benchmark figure: make bench-uwsgi and
+bench-prefork-uwsgi.)
 
 Run by Tools/make/run_tests.sh with build/cowpy/bin/python3.
 """
 
+import argparse
+import http.client
 import json
 import os
+import shutil
 import sys
 import tempfile
 import unittest
@@ -16,6 +21,18 @@ import unittest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench", "uwsgi"))
 import run as uwsgi_run  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "bench", "prefork"))
+import deps as prefork_deps  # noqa: E402
+import server as prefork_server  # noqa: E402
+import sampling as prefork_sampling  # noqa: E402
+# bench/prefork/run.py's modes (imported under another name: bench/uwsgi's
+# run is already "run").
+import importlib.util  # noqa: E402
+_spec = importlib.util.spec_from_file_location(
+    "prefork_run", os.path.join(ROOT, "bench", "prefork", "run.py"))
+prefork_run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(prefork_run)
+SITE = os.path.join(ROOT, "build", "prefork-site")
 
 ITEMS = 20000
 REQUESTS = 300
@@ -87,6 +104,82 @@ class UwsgiTests(unittest.TestCase):
     def test_stock_recipe(self):
         stats, mem = self.serve("stock+recipe")
         self.assertTrue(all(s["frozen"] >= 2 * ITEMS for s in stats), stats)
+
+
+
+@unittest.skipUnless(os.path.exists(uwsgi_run.uwsgi_binary("stock")) and
+                     os.path.exists(uwsgi_run.uwsgi_binary("cowpy")),
+                     "uWSGI not built (make uwsgi)")
+@unittest.skipUnless(all(os.path.isdir(os.path.join(prefork_deps.DIST, p))
+                         for p in prefork_deps.REQUIRED),
+                     "Debian's python3-flask and gunicorn are not installed "
+                     "(bench/prefork/debian-packages.txt)")
+class FlaskAppTests(unittest.TestCase):
+    """The pre-fork benchmark's Flask app (bench/prefork/app.py) under
+    uWSGI, started by bench/prefork/server.py as the benchmark does."""
+
+    USERS = 2000
+    WORKERS = 2
+
+    @classmethod
+    def setUpClass(cls):
+        cls.results = {}
+        # build/prefork-site, as make bench-prefork builds it (kept up to
+        # date by a stamp; a no-op when it is).
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("PYTHON")}
+        prefork_deps.build_site(
+            SITE, [os.path.join(ROOT, "build", t, "bin", "python3")
+                   for t in ("stock", "cowpy")], env)
+
+    def serve(self, name):
+        if name in self.results:
+            return self.results[name]
+        mode = {m.name: m for m in prefork_run.MODES}[name]
+        python = os.path.join(ROOT, "build", mode.python, "bin", "python3")
+        args = argparse.Namespace(workers=self.WORKERS, users=self.USERS,
+                                  attribution=False)
+        workdir = tempfile.mkdtemp(prefix="cowpy-uwsgi-flask-")
+        self.addCleanup(shutil.rmtree, workdir, True)
+        port = prefork_server.free_port()
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("PYTHON")}
+        proc, _, _ = prefork_server.start_server(python, mode, args, SITE,
+                                                 env, port, workdir)
+        try:
+            health = prefork_server.wait_ready(proc, port, self.WORKERS, 120,
+                                               workdir)
+            self.assertEqual(health["users"], self.USERS)
+            for i in range(REQUESTS):
+                status, body = prefork_server.http_get(port, "/item/%d" % i,
+                                                       timeout=30)
+                self.assertEqual(status, 200, body[:200])
+                user = json.loads(body)
+                self.assertEqual(user["id"], i % self.USERS)
+                self.assertTrue(user["orders"], user)
+            workers = [p for p in prefork_sampling.measure_tree(proc.pid)
+                       if p["role"] == "worker"]
+            self.assertEqual(len(workers), self.WORKERS, workers)
+        finally:
+            killed = prefork_server.stop_server(proc, 30)
+        self.assertEqual(killed, 0, prefork_server.log_tail(workdir))
+        log = prefork_server.log_tail(workdir, 400)
+        self.assertNotIn("Fatal Python error", log)
+        self.assertNotIn("Traceback", log)
+        uss = max(p["USS"] for p in workers) / 1024.0     # MiB
+        self.results[name] = (health, uss)
+        return self.results[name]
+
+    def test_recipe_and_immortal(self):
+        health, recipe = self.serve("uwsgi-stock+recipe")
+        self.assertNotIn("cowpy", health["python"])
+        health, immortal = self.serve("uwsgi-cowpy-immortal")
+        self.assertIn("cowpy", health["python"])
+        self.assertLess(immortal, 0.5 * recipe, (immortal, recipe))
+
+    def test_without_fork_hooks(self):
+        _, uss = self.serve("uwsgi-cowpy-nohooks")
+        self.assertGreater(uss, 0)
 
 
 if __name__ == "__main__":

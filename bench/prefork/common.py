@@ -38,6 +38,10 @@ class Mode:
     env: dict              # added to the servers' environment
     gunicorn_args: list    # extra gunicorn arguments (before app:app)
     desc: str
+    # "gunicorn", or "uwsgi": uWSGI built against the twin (make uwsgi),
+    # serving the same app:app with ini lines UWSGI_INI (server.py).
+    server: str = "gunicorn"
+    uwsgi_ini: tuple = ()
 
 
 def log(*a):

@@ -75,6 +75,7 @@ from server import free_port, run_wrk, start_server, stop_server, wait_ready
 # ------------------------------------------------------------------ modes
 REFORK_ENV = {"PREFORK_FORK_EVERY": "20"}
 REFORK_ARGS = ["--max-requests", "1500", "--max-requests-jitter", "100"]
+UWSGI_HOOKS = ("py-call-uwsgi-fork-hooks = true",)
 
 # Add a mode here to run it (--modes NAME selects it).
 MODES = [
@@ -114,6 +115,21 @@ MODES = [
          {"PYTHONCOWGC": "arena", "PYTHONCOWFORK": "off"}, [],
          "cowpy, every collection via the side arena (a test mode), no "
          "freeze at fork"),
+    # uWSGI 2.0.28 (make uwsgi), the same app and load (#14).  "hooks" is
+    # py-call-uwsgi-fork-hooks: PyOS_BeforeFork()/AfterFork around each
+    # fork; without it the master forks from C, unannounced.
+    Mode("uwsgi-stock+recipe", "stock", {}, [],
+         "uWSGI on stock, hooks, the freeze recipe (uwsgi_recipe.py)",
+         "uwsgi", UWSGI_HOOKS + ("module = uwsgi_recipe:app",)),
+    Mode("uwsgi-cowpy", "cowpy", {}, [],
+         "uWSGI on cowpy, hooks, no option (freeze at fork)",
+         "uwsgi", UWSGI_HOOKS),
+    Mode("uwsgi-cowpy-nohooks", "cowpy", {}, [],
+         "uWSGI on cowpy, no hooks, no option (frozen at the worker's "
+         "first collection)", "uwsgi"),
+    Mode("uwsgi-cowpy-immortal", "cowpy", {"PYTHONCOWFORK": "immortal"}, [],
+         "uWSGI on cowpy, hooks, PYTHONCOWFORK=immortal", "uwsgi",
+         UWSGI_HOOKS),
 ]
 DEFAULT_MODES = "stock,stock+hooks,cowpy,cowpy-nofreeze"
 DEFAULT_BASELINE = "stock+hooks"
@@ -212,6 +228,14 @@ def _run_mode(proc, mode, args, result, port, workdir):
     finally:
         result["killed_at_stop"] = stop_server(proc, args.stop_timeout)
 
+
+
+def uwsgi_version():
+    with open(os.path.join(ROOT, "upstream", "uwsgi.pin")) as f:
+        for line in f:
+            if line.startswith("VERSION="):
+                return line.split("=", 1)[1].strip()
+    return "?"
 
 
 def main():
@@ -322,6 +346,10 @@ def main():
         print("  %-5s %s (%s)" % (name, p, version_of(p)))
     print("  site: %s (%s; markupsafe pure Python)"
           % (args.site_dir, ", ".join(pkgs)))
+    if any(m.server == "uwsgi" for m in modes):
+        print("  uwsgi-* modes: uWSGI %s built against the twin (make "
+              "uwsgi), master + %d processes, http-socket, the same app:app "
+              "loaded before the fork" % (uwsgi_version(), args.workers))
     print("  kernel %s, %d CPUs, THP %s, load average %.2f at start"
           % (platform.release(), os.cpu_count() or 0,
              read_first("/sys/kernel/mm/transparent_hugepage/enabled"),

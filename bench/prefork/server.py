@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 
-from common import ATTRIBUTION_SIGNAL, COWSTAT, HERE, SPREAD
+from common import ATTRIBUTION_SIGNAL, COWSTAT, HERE, ROOT, SPREAD
 from cowstat import proc as cowproc
 
 
@@ -50,13 +50,51 @@ def server_env(base_env, site, mode, users, stats_dir, attribution_dir=None):
     return env
 
 
+def uwsgi_binary(python):
+    """build/uwsgi/TWIN/uwsgi for the twin whose python3 is PYTHON
+    (build/TWIN/bin/python3): uWSGI embeds the interpreter it was built
+    against (make uwsgi)."""
+    twin = os.path.basename(os.path.dirname(os.path.dirname(
+        os.path.abspath(python))))
+    return os.path.join(ROOT, "build", "uwsgi", twin, "uwsgi")
+
+
+def uwsgi_command(python, mode, args, port, workdir):
+    """uWSGI serving app:app as gunicorn does here: a master that loads
+    the app before it forks args.workers workers (no lazy-apps), HTTP on
+    PORT.  The embedded interpreter reads the environment (PYTHONPATH,
+    PYTHONCOWFORK, ...) as python3 does."""
+    binary = uwsgi_binary(python)
+    if not os.path.exists(binary):
+        raise RuntimeError("no %s: run 'make uwsgi'" % binary)
+    # A mode may name another entry module (uwsgi_recipe.py).
+    module = [] if any(x.startswith("module") for x in mode.uwsgi_ini) \
+        else ["module = app:app"]
+    lines = ["[uwsgi]", "master = true", "processes = %d" % args.workers,
+             "http-socket = 127.0.0.1:%d" % port, "chdir = %s" % HERE,
+             *module, "need-app = true", "die-on-term = true",
+             "harakiri = 120", "disable-logging = true",
+             # gunicorn's sync worker closes each connection and says so;
+             # without the header wrk counts uWSGI's close as a read error.
+             "add-header = Connection: close",
+             *mode.uwsgi_ini]
+    ini = os.path.join(workdir, "uwsgi.ini")
+    with open(ini, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return [binary, "--ini", ini]
+
+
 def start_server(python, mode, args, site, base_env, port, workdir):
-    cmd = [python, "-m", "gunicorn", "--preload", "-w", str(args.workers),
-           "-b", "127.0.0.1:%d" % port, "--worker-class", "sync",
-           "--chdir", HERE, "--log-level", "warning",
-           "--error-logfile", os.path.join(workdir, "gunicorn.log"),
-           "--timeout", "120", "--graceful-timeout", "15",
-           *mode.gunicorn_args, "app:app"]
+    if mode.server == "uwsgi":
+        cmd = uwsgi_command(python, mode, args, port, workdir)
+    else:
+        cmd = [python, "-m", "gunicorn", "--preload",
+               "-w", str(args.workers),
+               "-b", "127.0.0.1:%d" % port, "--worker-class", "sync",
+               "--chdir", HERE, "--log-level", "warning",
+               "--error-logfile", os.path.join(workdir, "gunicorn.log"),
+               "--timeout", "120", "--graceful-timeout", "15",
+               *mode.gunicorn_args, "app:app"]
     env = server_env(base_env, site, mode, args.users, workdir,
                      workdir if args.attribution else None)
     out = open(os.path.join(workdir, "stdout.log"), "wb")

@@ -89,10 +89,10 @@ class Server:
         # Nothing of the caller's Python settings leaks into the server.
         clean = {k: v for k, v in os.environ.items()
                  if not k.startswith("PYTHON")}
-        self.proc = subprocess.Popen(
-            [uwsgi_binary(twin), "--ini", self.ini],
-            stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
-            env=clean)
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen(
+                [uwsgi_binary(twin), "--ini", self.ini],
+                stdout=out, stderr=subprocess.STDOUT, env=clean)
 
     def wait_ready(self, timeout=60):
         deadline = time.monotonic() + timeout
