@@ -202,7 +202,54 @@ const char _PyObject_CowAllocStats__doc__[] =
 "free_blocks_at_last_fork: free blocks in the new ones then.\n"
 "aside: pools still aside; their free blocks are aside_free_blocks.\n"
 "reclaimed: pools given back since the last fork (at the first free of\n"
-"  one of their blocks).";
+"  one of their blocks).\n"
+"pool_layout: this build's pymalloc pool facts, so that tools reading\n"
+"  pool headers (Tools/cowstat) take them from the runtime: pool_size,\n"
+"  arena_size, alignment, small_request_threshold, pool_overhead,\n"
+"  header_size, dropped_nextoffset (a pool taken back from the\n"
+"  set-aside), pointer_size, and fields: {name: (offset, size)} of the\n"
+"  pool header's count, freeblock, nextpool, prevpool, arenaindex,\n"
+"  szidx, nextoffset and maxnextoffset.  None without pymalloc.";
+
+#if defined(WITH_PYMALLOC) && !defined(Py_GIL_DISABLED)
+/* pool_layout of _cow_alloc_stats(): read from the compiler, never
+   restated, so a layout change upstream reaches the tools by itself. */
+static PyObject *
+pool_layout(void)
+{
+#define FIELD(NAME, MEMBER) \
+    NAME, offsetof(struct pool_header, MEMBER), \
+    sizeof(((struct pool_header *)0)->MEMBER)
+    PyObject *fields = Py_BuildValue(
+        "{s:(nn),s:(nn),s:(nn),s:(nn),s:(nn),s:(nn),s:(nn),s:(nn)}",
+        FIELD("count", ref.count), FIELD("freeblock", freeblock),
+        FIELD("nextpool", nextpool), FIELD("prevpool", prevpool),
+        FIELD("arenaindex", arenaindex), FIELD("szidx", szidx),
+        FIELD("nextoffset", nextoffset),
+        FIELD("maxnextoffset", maxnextoffset));
+#undef FIELD
+    if (fields == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue(
+        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:N}",
+        "pool_size", (Py_ssize_t)POOL_SIZE,
+        "arena_size", (Py_ssize_t)ARENA_SIZE,
+        "alignment", (Py_ssize_t)ALIGNMENT,
+        "small_request_threshold", (Py_ssize_t)SMALL_REQUEST_THRESHOLD,
+        "pool_overhead", (Py_ssize_t)POOL_OVERHEAD,
+        "header_size", (Py_ssize_t)sizeof(struct pool_header),
+        "dropped_nextoffset", (Py_ssize_t)_PyObject_COW_POOL_DROPPED,
+        "pointer_size", (Py_ssize_t)sizeof(void *),
+        "fields", fields);
+}
+#else
+static PyObject *
+pool_layout(void)
+{
+    Py_RETURN_NONE;
+}
+#endif
 
 PyObject *
 _PyObject_CowAllocStats(PyObject *module, PyObject *Py_UNUSED(ignored))
@@ -223,8 +270,12 @@ _PyObject_CowAllocStats(PyObject *module, PyObject *Py_UNUSED(ignored))
             }
         }
     }
+    PyObject *layout = pool_layout();
+    if (layout == NULL) {
+        return NULL;
+    }
     return Py_BuildValue(
-        "{s:s,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n}",
+        "{s:s,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:N}",
         "mode", _PyObject_CowAllocModes[cow_alloc.mode],
         "forks", cow_alloc.forks,
         "aside_at_last_fork", cow_alloc.aside_at_fork,
@@ -233,5 +284,6 @@ _PyObject_CowAllocStats(PyObject *module, PyObject *Py_UNUSED(ignored))
         "aside", m->count,
         "aside_free_blocks", aside_free,
         "reclaimed", cow_alloc.reclaimed,
-        "failed_forks", cow_alloc.failed);
+        "failed_forks", cow_alloc.failed,
+        "pool_layout", layout);
 }

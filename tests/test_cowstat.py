@@ -810,6 +810,22 @@ class PymallocCensusTest(unittest.TestCase):
         self.assertGreater(c["dropped_kib"], 0, c)
         self.assert_matches_runtime("after_frees")
 
+    @unittest.skipUnless(HAVE_COW_ALLOC,
+                         "cowpy only: sys._cow_alloc_stats()['pool_layout']")
+    def test_pool_layout_comes_from_the_runtime(self):
+        # The census read the headers with the runtime's layout...
+        for when in ("parent", "at_fork", "after_frees"):
+            self.assertEqual(self.res[when]["census"]["layout"], "runtime")
+        from cowstat import pymalloc
+        layout, source = pymalloc.pool_layout()
+        self.assertEqual(source, "runtime")
+        self.assertEqual(pymalloc._POOL_HDR.size, layout["header_size"])
+        self.assertEqual(pymalloc._POOL_SIZES[0], layout["pool_size"])
+        # ... and stock 3.13's, which cowstat falls back to when it reads
+        # with another interpreter, is still this build's (cowpy keeps
+        # pymalloc's ABI): a layout change upstream fails here.
+        self.assertEqual(layout, pymalloc._BUILTIN_LAYOUT)
+
 
 # ---------------------------------------------------------- show and errors
 

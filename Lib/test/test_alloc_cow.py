@@ -27,7 +27,7 @@ if not hasattr(os, "fork"):
 
 STATS_KEYS = {"mode", "forks", "aside_at_last_fork", "new_at_last_fork",
               "free_blocks_at_last_fork", "aside", "aside_free_blocks",
-              "reclaimed", "failed_forks"}
+              "reclaimed", "failed_forks", "pool_layout"}
 
 # Helpers for the scripts: run body() in a forked child, print its result
 # as JSON in the parent (which waits, writing nothing meanwhile).
@@ -155,6 +155,33 @@ class StatsTests(unittest.TestCase):
         self.assertEqual(stats["reclaimed"], 0)
         with self.assertRaises(TypeError):
             sys._cow_alloc_stats(1)
+
+    def test_pool_layout(self):
+        layout = sys._cow_alloc_stats()["pool_layout"]
+        if layout is None:
+            self.skipTest("built without pymalloc")
+        ps = layout["pool_size"]
+        self.assertGreaterEqual(ps, 4096)
+        self.assertEqual(ps & (ps - 1), 0)
+        self.assertEqual(layout["arena_size"] % ps, 0)
+        self.assertEqual(layout["dropped_nextoffset"], ps + 1)
+        self.assertEqual(layout["pool_overhead"] % layout["alignment"], 0)
+        self.assertGreaterEqual(layout["pool_overhead"],
+                                layout["header_size"])
+        # The fields lie inside the header, in declaration order, and
+        # the block links are pointers.
+        names = ["count", "freeblock", "nextpool", "prevpool",
+                 "arenaindex", "szidx", "nextoffset", "maxnextoffset"]
+        self.assertEqual(sorted(layout["fields"]), sorted(names))
+        end = 0
+        for name in names:
+            off, size = layout["fields"][name]
+            self.assertGreaterEqual(off, end, name)
+            end = off + size
+        self.assertLessEqual(end, layout["header_size"])
+        for name in ("freeblock", "nextpool", "prevpool"):
+            self.assertEqual(layout["fields"][name][1],
+                             layout["pointer_size"])
 
     def test_after_fork(self):
         out = run("""

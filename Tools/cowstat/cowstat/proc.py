@@ -264,7 +264,13 @@ def sample_tree(root):
         except ProcessGone:
             if proc["pid"] != root:
                 continue
-            if os.path.exists("%s/%d" % (PROC, root)):
+            try:
+                # It may have exited between its state and its smaps
+                # (a zombie has no address space either).
+                state = read_stat(root)[1]
+            except ProcessGone:
+                state = "X"
+            if state not in ("Z", "X"):
                 comm = proc["command"]
                 raise CowstatError(
                     "process %d (%s) has no user address space (a kernel "

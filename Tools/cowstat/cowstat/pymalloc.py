@@ -8,10 +8,11 @@ plus cowpy's set-aside after fork (Objects/obmalloc_cow.c): in a forked
 cowpy child, pools partly used at the fork are "set aside" (headers
 untouched, in no usedpools[] list) and pools taken back from the
 set-aside are "dropped" (nextoffset = POOL_SIZE + 1).  Both are pools and
-counted as such.  The running interpreter can say how many pools it set
-aside (sys._cow_alloc_stats() on cowpy); pymalloc_census() of this
-process cross-checks its figures against that.  Which pools those are,
-and the pool facts of another process, only the headers tell.
+counted as such.  The running interpreter says how pools are laid out
+(sys._cow_alloc_stats()["pool_layout"] on cowpy: pool_layout()) and how
+many pools it set aside; pymalloc_census() of this process cross-checks
+its figures against the latter.  Which pools those are, and the pool
+facts of another process, only the headers tell.
 
 64-bit only; standard library only.
 """
@@ -27,19 +28,73 @@ from cowstat.maps import (PAGE_SHIFT, PAGE_SIZE, _64BIT, _PTR_FMT,
 # pymalloc (Objects/obmalloc.c, Include/internal/pycore_obmalloc.h, 64-bit):
 # 1 MiB arenas (256 KiB without USE_LARGE_ARENAS) carved into pools of
 # 16 KiB (3.10+ with the radix tree) or 4 KiB, each starting with a
-# struct pool_header; blocks of (szidx + 1) * 16 bytes, at most 512.
-_POOL_SIZES = (16384, 4096)
-# struct pool_header: ref.count (padded), freeblock, nextpool, prevpool,
-# arenaindex, szidx, nextoffset, maxnextoffset.
-_POOL_HDR = struct.Struct("=I4xQQQIIII")   # 48 bytes on 64-bit
-_POOL_OVERHEAD = 48
-_ALIGNMENT = 16
-_SMALL_LIMIT = 512
+# struct pool_header; blocks of (szidx + 1) * ALIGNMENT bytes, at most
+# SMALL_REQUEST_THRESHOLD.  On cowpy the running interpreter says all of
+# that itself (sys._cow_alloc_stats()["pool_layout"], read from the
+# compiler): pool_layout() takes it from there, and falls back to stock
+# 3.13's 64-bit values (_BUILTIN_LAYOUT) on other interpreters.  A target
+# process is assumed to be the same build as the reader, or stock 3.13.
+_BUILTIN_LAYOUT = {
+    "pool_size": 16384, "arena_size": 1 << 20, "alignment": 16,
+    "small_request_threshold": 512,
+    "pool_overhead": 48, "header_size": 48, "pointer_size": 8,
+    # cowpy's dropped pool (Include/internal/pycore_obmalloc_cow.h):
+    # nextoffset = POOL_SIZE + 1, a value stock never uses.
+    "dropped_nextoffset": 16385,
+    # struct pool_header: ref.count (padded to a pointer), freeblock,
+    # nextpool, prevpool, arenaindex, szidx, nextoffset, maxnextoffset.
+    "fields": {"count": (0, 4), "freeblock": (8, 8), "nextpool": (16, 8),
+               "prevpool": (24, 8), "arenaindex": (32, 4),
+               "szidx": (36, 4), "nextoffset": (40, 4),
+               "maxnextoffset": (44, 4)},
+}
+_FIELD_ORDER = ("count", "freeblock", "nextpool", "prevpool", "arenaindex",
+                "szidx", "nextoffset", "maxnextoffset")
+
+
+def pool_layout():
+    """(layout, source): the pool facts of this interpreter's build, from
+    sys._cow_alloc_stats()["pool_layout"] ("runtime"), else stock 3.13's
+    ("built-in")."""
+    stats = getattr(sys, "_cow_alloc_stats", None)
+    try:
+        layout = stats()["pool_layout"] if stats is not None else None
+    except Exception:
+        layout = None
+    if isinstance(layout, dict):
+        return layout, "runtime"
+    return _BUILTIN_LAYOUT, "built-in"
+
+
+def _header_struct(layout, names):
+    """A struct.Struct reading the pool_header fields NAMES (in that
+    order, by ascending offset) from a buffer that starts at the header,
+    with pad bytes between them."""
+    fmt, pos = "=", 0
+    for name in names:
+        off, size = layout["fields"][name]
+        if off < pos:
+            raise ValueError("pool_header fields out of order: %s" % name)
+        fmt += "%dx" % (off - pos) if off > pos else ""
+        fmt += {4: "I", 8: "Q"}[size]
+        pos = off + size
+    return struct.Struct(fmt)
+
+
+POOL_LAYOUT, POOL_LAYOUT_SOURCE = pool_layout()
+_POOL_SIZES = tuple(sorted({POOL_LAYOUT["pool_size"], 16384, 4096},
+                           key=lambda ps: ps != POOL_LAYOUT["pool_size"]))
+_POOL_HDR = _header_struct(POOL_LAYOUT, _FIELD_ORDER)
+_POOL_OVERHEAD = POOL_LAYOUT["pool_overhead"]
+_ALIGNMENT = POOL_LAYOUT["alignment"]
+_SMALL_LIMIT = POOL_LAYOUT["small_request_threshold"]
+# Added to a pool's size, the nextoffset that marks a dropped pool.
+_DROPPED_EXTRA = POOL_LAYOUT["dropped_nextoffset"] - POOL_LAYOUT["pool_size"]
 # nextpool and prevpool of a pool_header, and of the head of a usedpools[]
 # list: a fake pool_header in the allocator's state (PTA() in
 # pycore_obmalloc_init.h) whose nextpool and prevpool are the list's first
 # and last pools.
-_HEAD_LINKS = struct.Struct("=16xQQ")
+_HEAD_LINKS = _header_struct(POOL_LAYOUT, ("nextpool", "prevpool"))
 
 # A parsed pool_header (_parse_pool()).  DROPPED: cowpy's "dropped" pool
 # (Include/internal/pycore_obmalloc_cow.h): a forked child took the pool
@@ -65,7 +120,7 @@ def _parse_pool(data, base, pool_size):
     size = (szidx + 1) * _ALIGNMENT
     if maxnext != pool_size - size:
         return None
-    dropped = nextoffset == pool_size + 1
+    dropped = nextoffset == pool_size + _DROPPED_EXTRA
     if not dropped:
         if not (_POOL_OVERHEAD + 2 * size <= nextoffset <= maxnext + size):
             return None
@@ -247,6 +302,7 @@ def pymalloc_census(pid=None, maps_text=None):
         os.close(fd)
         return {"error": "pool headers read on 64-bit only"}
     runtime = runtime_alloc_stats() if own else {}
+    runtime.pop("pool_layout", None)
     out = dict(pools=0, pool_kib=0, empty_pools=0, used_kib=0, free_kib=0,
                virgin_kib=0, pools_with_holes=0, hole_pages=0,
                virgin_pages=0, empty_pool_pages=0, aside_pools=0,
@@ -299,8 +355,10 @@ def pymalloc_census(pid=None, maps_text=None):
     for k in ("pool_kib", "used_kib", "free_kib", "virgin_kib",
               "aside_free_kib", "dropped_kib"):
         out[k] = round(out[k], 1)
+    out["layout"] = POOL_LAYOUT_SOURCE
     if runtime:
         after = runtime_alloc_stats()
+        after.pop("pool_layout", None)
         out["runtime"] = after
         if after != runtime:
             out["runtime_check"] = ("the set-aside changed during the "
