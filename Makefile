@@ -62,7 +62,7 @@ COWPY := $(B)/cowpy/bin/python3
         servers-deps \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-reload bench-uwsgi bench-prefork-uwsgi install \
+        bench-immortalize bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-reload bench-uwsgi bench-prefork-uwsgi clinic install \
         export-patches \
         clean distclean \
         cowpy-debug cowpy-asan check-debug check-asan fuzz soak
@@ -150,10 +150,38 @@ overlay: $(B)/src/cowpy/.patched
 	        exit 1; fi; \
 	    if ! cmp -s "$(ROOT)/$$f" "$$f"; then \
 	        mkdir -p "$$(dirname "$$f")" && cp "$(ROOT)/$$f" "$$f" && \
-	        printf '  %-10s %s\n' OVERLAY "$$f"; fi; \
+	        printf '  %-10s %s\n' OVERLAY "$$f" && rm -f "$$(dirname \
+	            "$$f")/clinic/$$(basename "$$f").h"; fi; \
 	    x=$(B)/src/cowpy.git/info/exclude; \
 	    grep -qxF "/$$f" $$x || echo "/$$f" >> $$x; \
+	    $(call overlay_clinic,$$f) \
 	done
+
+# Argument Clinic for an overlay .c file with Clinic input: its output
+# header (DIR/clinic/NAME.c.h) is generated here, never committed; the
+# lines Clinic writes into the .c itself (checksums) are committed, so
+# Clinic must leave the .c as it is (else: make clinic).
+define overlay_clinic
+	case "$1" in *.c) ;; *) continue;; esac; \
+	grep -q '^/\*\[clinic input\]' "$1" || continue; \
+	h="$$(dirname "$1")/clinic/$$(basename "$1").h"; \
+	[ -f "$$h" ] && continue; \
+	$(STOCK) Tools/clinic/clinic.py "$1" || exit 1; \
+	printf '  %-10s %s\n' CLINIC "$$h"; \
+	grep -qxF "/$$h" $$x || echo "/$$h" >> $$x; \
+	if ! cmp -s "$(ROOT)/$1" "$1"; then \
+	    echo "Argument Clinic rewrote $1: its committed clinic lines" \
+	        "are stale; run 'make clinic'"; rm -f "$$h"; exit 1; fi;
+endef
+
+# After editing Clinic input in one of our files: let Clinic rewrite it
+# (checksums) and copy it back, as CPython's `make clinic` does.
+.PHONY: clinic
+clinic: $(B)/src/cowpy/.patched
+	$(Q)cd $(B)/src/cowpy && for f in $(filter %.c,$(OVERLAY)); do \
+	    grep -q '^/\*\[clinic input\]' "$(ROOT)/$$f" || continue; \
+	    cp "$(ROOT)/$$f" "$$f" && $(STOCK) Tools/clinic/clinic.py "$$f" \
+	        && cp "$$f" "$(ROOT)/$$f" && echo "clinic: $$f"; done
 
 # ---------------------------------------------------------------- builds
 # configure NAME

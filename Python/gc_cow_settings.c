@@ -22,6 +22,13 @@
 
 #ifndef Py_GIL_DISABLED
 
+/*[clinic input]
+module gc
+[clinic start generated code]*/
+/*[clinic end generated code: output=da39a3ee5e6b4b0d input=b5c9690ecc842d79]*/
+
+#include "clinic/gc_cow_settings.c.h"
+
 static const char *const mode_names[] = {"default", "arena", "stock", NULL};
 static const char *const fork_names[] = {"off", "freeze", "immortal", NULL};
 /* PYTHONCOWORACLE / -X coworacle (debug builds). */
@@ -197,31 +204,29 @@ index_arg(PyObject *arg, const char *fname, Py_ssize_t *out)
     return 0;
 }
 
-PyDoc_STRVAR(get_cow_mode__doc__,
-"get_cow_mode($module, /)\n--\n\n"
-"Return how the collector finds garbage: 'default', 'arena' or 'stock'.\n"
-"\n"
-"default: collections that include the permanent generation (gc.collect()\n"
-"  and automatic shared collections) also collect frozen objects.  Once\n"
-"  the process has forked they use the side arena and write into no\n"
-"  surviving object except the list link of a garbage object's\n"
-"  neighbours; before, no page is shared, and they keep their scratch in\n"
-"  the object headers as stock does.  All other collections are stock.\n"
-"arena:   every collection uses the side arena (a test mode).\n"
-"stock:   exactly stock CPython (frozen objects are never examined).");
+
+/*[clinic input]
+gc.get_cow_mode
+
+Return how the collector finds garbage: 'default', 'arena' or 'stock'.
+
+default: collections that include the permanent generation (gc.collect()
+  and automatic shared collections) also collect frozen objects.  Once
+  the process has forked they use the side arena and write into no
+  surviving object except the list link of a garbage object's
+  neighbours; before, no page is shared, and they keep their scratch in
+  the object headers as stock does.  All other collections are stock.
+arena:   every collection uses the side arena (a test mode).
+stock:   exactly stock CPython (frozen objects are never examined).
+[clinic start generated code]*/
 
 static PyObject *
-gc_get_cow_mode(PyObject *module, PyObject *Py_UNUSED(ignored))
+gc_get_cow_mode_impl(PyObject *module)
+/*[clinic end generated code: output=a19fe48d7cbfaaf4 input=2a70f77d052a8805]*/
 {
     return PyUnicode_FromString(mode_names[_PyGC_cow.mode]);
 }
 
-PyDoc_STRVAR(set_cow_mode__doc__,
-"set_cow_mode($module, mode, /)\n--\n\n"
-"Set the collector mode: 'default', 'arena' or 'stock'.\n"
-"See get_cow_mode().  Start-up default: PYTHONCOWGC or -X cowgc.\n"
-"Freeze-at-fork is a separate switch (set_freeze_at_fork()); only at\n"
-"start-up does the stock mode also turn it off by default.");
 
 /* The index of str argument `arg` in `names`; -1 with TypeError or
    ValueError (listing `expected`) set. */
@@ -263,13 +268,27 @@ settable_here(const char *name)
     return 0;
 }
 
+/*[clinic input]
+gc.set_cow_mode
+
+    mode: object
+    /
+
+Set the collector mode: 'default', 'arena' or 'stock'.
+
+See get_cow_mode().  Start-up default: PYTHONCOWGC or -X cowgc.
+Freeze-at-fork is a separate switch (set_freeze_at_fork()); only at
+start-up does the stock mode also turn it off by default.
+[clinic start generated code]*/
+
 static PyObject *
-gc_set_cow_mode(PyObject *module, PyObject *arg)
+gc_set_cow_mode(PyObject *module, PyObject *mode)
+/*[clinic end generated code: output=c62554a3acad0772 input=e874482f736739e7]*/
 {
     if (!settable_here("set_cow_mode")) {
         return NULL;
     }
-    int m = choice_arg(arg, "set_cow_mode", mode_names,
+    int m = choice_arg(mode, "set_cow_mode", mode_names,
                        "'default', 'arena' or 'stock'");
     if (m < 0) {
         return NULL;
@@ -278,42 +297,53 @@ gc_set_cow_mode(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(get_freeze_at_fork__doc__,
-"get_freeze_at_fork($module, /)\n--\n\n"
-"Return True if os.fork() freezes every tracked object first.");
+
+/*[clinic input]
+gc.get_freeze_at_fork
+
+Return True if os.fork() freezes every tracked object first.
+[clinic start generated code]*/
 
 static PyObject *
-gc_get_freeze_at_fork(PyObject *module, PyObject *Py_UNUSED(ignored))
+gc_get_freeze_at_fork_impl(PyObject *module)
+/*[clinic end generated code: output=9f248032fdafd2d7 input=07cd9300521805bc]*/
 {
     return PyBool_FromLong(_PyGC_cow.fork_mode != COW_FORK_OFF);
 }
 
-PyDoc_STRVAR(set_freeze_at_fork__doc__,
-"set_freeze_at_fork($module, enabled, /)\n--\n\n"
-"Enable or disable freezing at fork.\n"
-"\n"
-"When enabled, os.fork() and everything else that runs the interpreter's\n"
-"fork hooks first moves every tracked object into the permanent\n"
-"generation (as gc.freeze() does), in the parent and so in the child:\n"
-"later ordinary collections in either process never write into the\n"
-"inherited heap, and gc.collect() still reclaims garbage among those\n"
-"objects with a shared collection.  Start-up default: on, unless\n"
-"PYTHONCOWFORK=off, -X cowfork=off or the stock mode.  True selects the\n"
-"'freeze' fork mode; see set_fork_mode() for 'immortal'.");
+
+/*[clinic input]
+gc.set_freeze_at_fork
+
+    enabled: object
+    /
+
+Enable or disable freezing at fork.
+
+When enabled, os.fork() and everything else that runs the interpreter's
+fork hooks first moves every tracked object into the permanent
+generation (as gc.freeze() does), in the parent and so in the child:
+later ordinary collections in either process never write into the
+inherited heap, and gc.collect() still reclaims garbage among those
+objects with a shared collection.  Start-up default: on, unless
+PYTHONCOWFORK=off, -X cowfork=off or the stock mode.  True selects the
+'freeze' fork mode; see set_fork_mode() for 'immortal'.
+[clinic start generated code]*/
 
 static PyObject *
-gc_set_freeze_at_fork(PyObject *module, PyObject *arg)
+gc_set_freeze_at_fork(PyObject *module, PyObject *enabled)
+/*[clinic end generated code: output=97e5cec1bd50de89 input=ea3a67ec30e21b54]*/
 {
     if (!settable_here("set_freeze_at_fork")) {
         return NULL;
     }
-    if (!PyBool_Check(arg) && !PyLong_Check(arg)) {
+    if (!PyBool_Check(enabled) && !PyLong_Check(enabled)) {
         PyErr_Format(PyExc_TypeError,
                      "set_freeze_at_fork() argument must be bool, not %T",
-                     arg);
+                     enabled);
         return NULL;
     }
-    int v = PyObject_IsTrue(arg);
+    int v = PyObject_IsTrue(enabled);
     if (v < 0) {
         return NULL;
     }
@@ -321,38 +351,50 @@ gc_set_freeze_at_fork(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(get_fork_mode__doc__,
-"get_fork_mode($module, /)\n--\n\n"
-"Return what os.fork() does to the heap first: 'off', 'freeze' or\n"
-"'immortal'.");
+
+/*[clinic input]
+gc.get_fork_mode
+
+Return what os.fork() does to the heap first.
+
+One of 'off', 'freeze' or 'immortal'; see set_fork_mode().
+[clinic start generated code]*/
 
 static PyObject *
-gc_get_fork_mode(PyObject *module, PyObject *Py_UNUSED(ignored))
+gc_get_fork_mode_impl(PyObject *module)
+/*[clinic end generated code: output=ff58a13be49138d4 input=ecf44228c67d5cc7]*/
 {
     return PyUnicode_FromString(fork_names[_PyGC_cow.fork_mode]);
 }
 
-PyDoc_STRVAR(set_fork_mode__doc__,
-"set_fork_mode($module, mode, /)\n--\n\n"
-"Set what os.fork() does to the heap first.\n"
-"\n"
-"'off': nothing (stock).  'freeze': gc.freeze(), in the parent and so in\n"
-"the child.  'immortal': at the process's first fork, gc.collect(), then\n"
-"gc.freeze(immortalize=True) for what the program holds (modules,\n"
-"classes, objects held from C; not what only the running code's local\n"
-"variables hold): the inherited heap also stops receiving reference-count\n"
-"writes.  Later forks of the same process only freeze, so that data it\n"
-"holds between forks is never made immortal; setting 'immortal' again\n"
-"makes the next fork immortalize.\n"
-"Start-up default: PYTHONCOWFORK or -X cowfork, else 'freeze'.");
+
+/*[clinic input]
+gc.set_fork_mode
+
+    mode: object
+    /
+
+Set what os.fork() does to the heap first.
+
+'off': nothing (stock).  'freeze': gc.freeze(), in the parent and so in
+the child.  'immortal': at the process's first fork, gc.collect(), then
+gc.freeze(immortalize=True) for what the program holds (modules,
+classes, objects held from C; not what only the running code's local
+variables hold): the inherited heap also stops receiving reference-count
+writes.  Later forks of the same process only freeze, so that data it
+holds between forks is never made immortal; setting 'immortal' again
+makes the next fork immortalize.
+Start-up default: PYTHONCOWFORK or -X cowfork, else 'freeze'.
+[clinic start generated code]*/
 
 static PyObject *
-gc_set_fork_mode(PyObject *module, PyObject *arg)
+gc_set_fork_mode(PyObject *module, PyObject *mode)
+/*[clinic end generated code: output=f48c5a4e5a19b09d input=6df6f7ddac7c66f8]*/
 {
     if (!settable_here("set_fork_mode")) {
         return NULL;
     }
-    int m = choice_arg(arg, "set_fork_mode", fork_names,
+    int m = choice_arg(mode, "set_fork_mode", fork_names,
                        "'off', 'freeze' or 'immortal'");
     if (m < 0) {
         return NULL;
@@ -365,78 +407,101 @@ gc_set_fork_mode(PyObject *module, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(is_immortal__doc__,
-"is_immortal($module, obj, /)\n--\n\n"
-"Return True if obj is immortal: its reference count is never written\n"
-"and it is never freed (PEP 683; see gc.freeze(immortalize=True)).");
+
+/*[clinic input]
+gc.is_immortal
+
+    obj: object
+    /
+
+Return True if obj is immortal.
+
+Its reference count is never written and it is never freed (PEP 683; see gc.freeze(immortalize=True)).
+[clinic start generated code]*/
 
 static PyObject *
 gc_is_immortal(PyObject *module, PyObject *obj)
+/*[clinic end generated code: output=dfbc9eac1b61c319 input=a6f6109233b8a656]*/
 {
     return PyBool_FromLong(_Py_IsImmortal(obj));
 }
 
-PyDoc_STRVAR(get_shared_threshold__doc__,
-"get_shared_threshold($module, /)\n--\n\n"
-"Return the automatic shared-collection threshold.");
+
+/*[clinic input]
+gc.get_shared_threshold
+
+Return the automatic shared-collection threshold.
+[clinic start generated code]*/
 
 static PyObject *
-gc_get_shared_threshold(PyObject *module, PyObject *Py_UNUSED(ignored))
+gc_get_shared_threshold_impl(PyObject *module)
+/*[clinic end generated code: output=465386b49c57da42 input=d5ca8c39903e9622]*/
 {
     return PyLong_FromSsize_t(_PyGC_cow.shared_threshold);
 }
 
-PyDoc_STRVAR(set_shared_threshold__doc__,
-"set_shared_threshold($module, threshold, /)\n--\n\n"
-"Set the automatic shared-collection threshold.\n"
-"\n"
-"A shared collection examines the permanent (frozen) generation together\n"
-"with all others, without writing into surviving objects.  With threshold\n"
-"N > 0, an automatic full collection becomes a shared one when at least N\n"
-"automatic full collections ran since the last shared collection and the\n"
-"objects promoted to the oldest generation since then reach the size of\n"
-"the frozen heap (so the cost stays linear, as for full collections).\n"
-"0 disables automatic shared collections: frozen objects are then only\n"
-"examined by gc.collect().  Default: 1.");
+
+/*[clinic input]
+gc.set_shared_threshold
+
+    threshold: object
+    /
+
+Set the automatic shared-collection threshold.
+
+A shared collection examines the permanent (frozen) generation together
+with all others, without writing into surviving objects.  With threshold
+N > 0, an automatic full collection becomes a shared one when at least N
+automatic full collections ran since the last shared collection and the
+objects promoted to the oldest generation since then reach the size of
+the frozen heap (so the cost stays linear, as for full collections).
+0 disables automatic shared collections: frozen objects are then only
+examined by gc.collect().  Default: 1.
+[clinic start generated code]*/
 
 static PyObject *
-gc_set_shared_threshold(PyObject *module, PyObject *arg)
+gc_set_shared_threshold(PyObject *module, PyObject *threshold)
+/*[clinic end generated code: output=ca2c93deb03d26d6 input=fcb8a3e371ba2f02]*/
 {
     if (!settable_here("set_shared_threshold")) {
         return NULL;
     }
     Py_ssize_t n;
-    if (index_arg(arg, "set_shared_threshold", &n) < 0) {
+    if (index_arg(threshold, "set_shared_threshold", &n) < 0) {
         return NULL;
     }
     _PyGC_cow.shared_threshold = n;
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(get_shared_stats__doc__,
-"get_shared_stats($module, /)\n--\n\n"
-"Return a dict of side-arena collector statistics.\n"
-"\n"
-"collections, collected, uncollectable: shared collections and what they\n"
-"  found; arena_collections: all side-arena collections; fallbacks: those\n"
-"  that fell back to the stock algorithm for lack of memory;\n"
-"  last_examined: objects examined by the last side-arena collection;\n"
-"  last_arena_bytes, max_arena_bytes: the size of its arena (released\n"
-"  when it ended) and the largest so far; immortalized: objects made\n"
-"  immortal by immortalizing freezes; oracle_checks: side-arena\n"
-"  collections checked by the differential oracle (debug builds with\n"
-"  PYTHONCOWORACLE=1; always 0 otherwise); header_collections: shared\n"
-"  collections that kept their scratch in the object headers, as stock\n"
-"  does, because the process had not forked yet (no page was shared);\n"
-"  unannounced_forks: 1 in a child forked without PyOS_BeforeFork() (a C\n"
-"  fork()) once its first collection froze the heap it inherited;\n"
-"  fork_walks_skipped: forks in the 'immortal' fork mode that only froze,\n"
-"  because the process had made its heap immortal at an earlier fork;\n"
-"  forked: whether the process has forked (or descends from a fork):\n"
-"  from then on shared collections use the side arena.");
+
+/*[clinic input]
+gc.get_shared_stats
+
+Return a dict of side-arena collector statistics.
+
+collections, collected, uncollectable: shared collections and what they
+  found; arena_collections: all side-arena collections; fallbacks: those
+  that fell back to the stock algorithm for lack of memory;
+  last_examined: objects examined by the last side-arena collection;
+  last_arena_bytes, max_arena_bytes: the size of its arena (released
+  when it ended) and the largest so far; immortalized: objects made
+  immortal by immortalizing freezes; oracle_checks: side-arena
+  collections checked by the differential oracle (debug builds with
+  PYTHONCOWORACLE=1; always 0 otherwise); header_collections: shared
+  collections that kept their scratch in the object headers, as stock
+  does, because the process had not forked yet (no page was shared);
+  unannounced_forks: 1 in a child forked without PyOS_BeforeFork() (a C
+  fork()) once its first collection froze the heap it inherited;
+  fork_walks_skipped: forks in the 'immortal' fork mode that only froze,
+  because the process had made its heap immortal at an earlier fork;
+  forked: whether the process has forked (or descends from a fork):
+  from then on shared collections use the side arena.
+[clinic start generated code]*/
 
 static PyObject *
-gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
+gc_get_shared_stats_impl(PyObject *module)
+/*[clinic end generated code: output=b5f3e62a575f34b5 input=c651a61cc5c1ec69]*/
 {
     return Py_BuildValue(
         "{snsnsnsnsnsnsnsnsnsnsnsnsnsN}",
@@ -457,21 +522,16 @@ gc_get_shared_stats(PyObject *module, PyObject *Py_UNUSED(ignored))
 }
 
 PyMethodDef _PyGC_CowMethods[] = {
-    {"get_cow_mode", gc_get_cow_mode, METH_NOARGS, get_cow_mode__doc__},
-    {"set_cow_mode", gc_set_cow_mode, METH_O, set_cow_mode__doc__},
-    {"get_freeze_at_fork", gc_get_freeze_at_fork, METH_NOARGS,
-     get_freeze_at_fork__doc__},
-    {"set_freeze_at_fork", gc_set_freeze_at_fork, METH_O,
-     set_freeze_at_fork__doc__},
-    {"get_fork_mode", gc_get_fork_mode, METH_NOARGS, get_fork_mode__doc__},
-    {"set_fork_mode", gc_set_fork_mode, METH_O, set_fork_mode__doc__},
-    {"is_immortal", gc_is_immortal, METH_O, is_immortal__doc__},
-    {"get_shared_threshold", gc_get_shared_threshold, METH_NOARGS,
-     get_shared_threshold__doc__},
-    {"set_shared_threshold", gc_set_shared_threshold, METH_O,
-     set_shared_threshold__doc__},
-    {"get_shared_stats", gc_get_shared_stats, METH_NOARGS,
-     get_shared_stats__doc__},
+    GC_GET_COW_MODE_METHODDEF
+    GC_SET_COW_MODE_METHODDEF
+    GC_GET_FREEZE_AT_FORK_METHODDEF
+    GC_SET_FREEZE_AT_FORK_METHODDEF
+    GC_GET_FORK_MODE_METHODDEF
+    GC_SET_FORK_MODE_METHODDEF
+    GC_IS_IMMORTAL_METHODDEF
+    GC_GET_SHARED_THRESHOLD_METHODDEF
+    GC_SET_SHARED_THRESHOLD_METHODDEF
+    GC_GET_SHARED_STATS_METHODDEF
     {NULL, NULL, 0, NULL},
 };
 

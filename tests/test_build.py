@@ -23,6 +23,7 @@ BUILD = ROOT / "build"
 STOCK = BUILD / "stock" / "bin" / "python3"
 COWPY = BUILD / "cowpy" / "bin" / "python3"
 FETCH = ROOT / "upstream" / "fetch.sh"
+TREE = BUILD / "src" / "cowpy"          # the patched upstream tree
 
 
 def read_pin():
@@ -147,6 +148,34 @@ class PatchSeriesTests(unittest.TestCase):
                                  re.M):
                 self.assertIsNone(generated.search(m.group(1)),
                                   f"{p.name} edits generated {m.group(1)}")
+
+    @unittest.skipUnless(STOCK.exists() and (TREE / "Tools" / "clinic"
+                                             / "clinic.py").exists(),
+                         "no patched tree or stock twin")
+    def test_our_clinic_files_are_current(self):
+        # Our own files with Argument Clinic input commit the lines Clinic
+        # writes into them (checksums), never its output header: Clinic
+        # run on a copy must leave each as it is (else: make clinic).
+        ours = [p for d in ("Python", "Modules", "Objects")
+                for p in sorted((ROOT / d).glob("*.c"))
+                if "[clinic input]" in p.read_text()]
+        self.assertIn(ROOT / "Python" / "gc_cow_settings.c", ours)
+        for src in ours:
+            rel = src.relative_to(ROOT)
+            self.assertFalse((ROOT / rel.parent / "clinic").exists(),
+                             f"{rel.parent}/clinic/ is generated, not ours")
+            with tempfile.TemporaryDirectory() as tmp:
+                copy = pathlib.Path(tmp) / src.name
+                shutil.copy(src, copy)
+                subprocess.run([str(STOCK),
+                                str(TREE / "Tools" / "clinic" / "clinic.py"),
+                                str(copy)], check=True, cwd=TREE,
+                               capture_output=True)
+                self.assertEqual(copy.read_text(), src.read_text(),
+                                 f"{rel}: Clinic's lines are stale "
+                                 f"(run make clinic)")
+                self.assertTrue((copy.parent / "clinic" /
+                                 (src.name + ".h")).exists())
 
 
 PROBE = textwrap.dedent("""
