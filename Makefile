@@ -476,7 +476,7 @@ bench-reload: all
 # uWSGI in every mode (bench/uwsgi/run.py).
 # uWSGI beside gunicorn in the pre-fork benchmark: the same Flask app,
 # load and equal work (#14); CSVs in build/, the table in RESULTS.
-PREFORK_UWSGI_MODES ?= stock+hooks,uwsgi-stock+recipe,uwsgi-cowpy,uwsgi-cowpy-nohooks,uwsgi-cowpy-immortal,cowpy-immortal
+PREFORK_UWSGI_MODES ?= stock+hooks,uwsgi-stock+recipe,uwsgi-stock+recipe-nohooks,uwsgi-cowpy,uwsgi-cowpy-nohooks,uwsgi-cowpy-immortal,uwsgi-cowpy-immortal-nohooks,cowpy-immortal
 PREFORK_UWSGI_ROUNDS ?= 2
 bench-prefork-uwsgi: all uwsgi
 	@mkdir -p $(RESULTS) $(B)/prefork-uwsgi

@@ -121,6 +121,9 @@ MODES = [
     Mode("uwsgi-stock+recipe", "stock", {}, [],
          "uWSGI on stock, hooks, the freeze recipe (uwsgi_recipe.py)",
          "uwsgi", UWSGI_HOOKS + ("module = uwsgi_recipe:app",)),
+    Mode("uwsgi-stock+recipe-nohooks", "stock", {}, [],
+         "uWSGI on stock, no hooks, the freeze recipe (uwsgi_recipe.py)",
+         "uwsgi", ("module = uwsgi_recipe:app",)),
     Mode("uwsgi-cowpy", "cowpy", {}, [],
          "uWSGI on cowpy, hooks, no option (freeze at fork)",
          "uwsgi", UWSGI_HOOKS),
@@ -130,6 +133,12 @@ MODES = [
     Mode("uwsgi-cowpy-immortal", "cowpy", {"PYTHONCOWFORK": "immortal"}, [],
          "uWSGI on cowpy, hooks, PYTHONCOWFORK=immortal", "uwsgi",
          UWSGI_HOOKS),
+    # What the immortal mode does without the hooks: nothing runs in the
+    # master before the fork, so each worker only freezes at its first
+    # collection (as uwsgi-cowpy-nohooks).
+    Mode("uwsgi-cowpy-immortal-nohooks", "cowpy",
+         {"PYTHONCOWFORK": "immortal"}, [],
+         "uWSGI on cowpy, no hooks, PYTHONCOWFORK=immortal", "uwsgi"),
 ]
 DEFAULT_MODES = "stock,stock+hooks,cowpy,cowpy-nofreeze"
 DEFAULT_BASELINE = "stock+hooks"
