@@ -468,10 +468,11 @@ bench-servers: all servers-deps
 
 # Worker turnover (#15): the gunicorn tree's peak PSS during a SIGHUP
 # reload and during --max-requests recycling, against its steady state.
+RELOAD_ROUNDS ?= 3
 bench-reload: all
 	@mkdir -p $(RESULTS)
 	@$(STOCK) bench/prefork/reload.py $(STOCK) $(COWPY) --duration 15 \
-	    | tee $(RESULTS)/reload.txt
+	    --rounds $(RELOAD_ROUNDS) | tee $(RESULTS)/reload.txt
 
 # uWSGI in every mode (bench/uwsgi/run.py).
 # uWSGI beside gunicorn in the pre-fork benchmark: the same Flask app,

@@ -5,6 +5,7 @@ workers recycle after --max-requests, against its steady state; req/s
 and errors (timeouts included) under the same load.
 
     python3 bench/prefork/reload.py STOCK COWPY [--modes ...] [--duration 20]
+        [--rounds N]
 
 The app and modes are the pre-fork benchmark's (bench/prefork/app.py,
 run.py's MODES: stock+hooks is stock with its freeze recipe).  The tree's
@@ -18,6 +19,7 @@ reader), sampled every --interval seconds from a thread while wrk runs.
 """
 
 import argparse
+import dataclasses
 import os
 import signal
 import statistics
@@ -28,6 +30,7 @@ import time
 
 import common  # noqa: F401  (puts Tools/cowstat on sys.path)
 from common import MIB, ROOT, log
+from cowstat import pages as cowpages
 from cowstat import proc as cowproc
 from deps import build_site, check_deps
 from server import free_port, run_wrk, start_server, stop_server, wait_ready
@@ -36,33 +39,69 @@ from run import MODES
 RECYCLE_ARGS = ["--max-requests", "1000", "--max-requests-jitter", "100"]
 
 
-def tree_pss(master):
+def tree_sample(master):
+    """{pid: (depth, PSS KiB, USS KiB)} of MASTER's tree, or None."""
     try:
-        return sum(p["pss"] for p in cowproc.sample_tree(master))
+        return {p["pid"]: (p["depth"], p["pss"], p["uss"])
+                for p in cowproc.sample_tree(master)}
     except Exception:
         return None
+
+
+def tree_unique(pids):
+    """KiB of distinct physical pages mapped by PIDS (cowstat's pagemap
+    reader; root only, else 0)."""
+    seen = set()
+    for pid in pids:
+        try:
+            seen |= cowpages.frames(pid)
+        except OSError:
+            pass
+    return len(seen) * cowpages.PAGE_SIZE // 1024
 
 
 class Sampler(threading.Thread):
     def __init__(self, master, interval):
         super().__init__(daemon=True)
         self.master, self.interval = master, interval
-        self.samples = []           # (t, KiB)
+        self.samples = []           # (t, tree PSS KiB, tree_sample())
         self.stop = threading.Event()
 
     def run(self):
         while not self.stop.is_set():
-            v = tree_pss(self.master)
-            if v is not None:
-                self.samples.append((time.monotonic(), v))
+            procs = tree_sample(self.master)
+            if procs is not None:
+                self.samples.append((time.monotonic(),
+                                     sum(v[1] for v in procs.values()),
+                                     procs, tree_unique(procs)))
             self.stop.wait(self.interval)
+
+
+def breakdown(procs, master, old):
+    """PSS and USS (KiB) and process counts of PROCS by role: the master,
+    workers that were there before the HUP (OLD pids) and new ones
+    (anything else below the master: new workers and their children)."""
+    out = {r: [0, 0.0, 0.0] for r in ("master", "old", "new")}
+    for pid, (_, pss, uss) in procs.items():
+        role = "master" if pid == master else \
+            "old" if pid in old else "new"
+        out[role][0] += 1
+        out[role][1] += pss
+        out[role][2] += uss
+    return out
+
+
+def fmt_breakdown(b):
+    return ", ".join("%s %d: PSS %.1f USS %.1f" % (r, n, pss / MIB,
+                                                  uss / MIB)
+                     for r, (n, pss, uss) in b.items() if n)
 
 
 def one(python, mode, scenario, args, site, base_env):
     workdir = tempfile.mkdtemp(prefix="cowpy-reload-")
     if scenario == "recycle":
-        mode = type(mode)(mode.name, mode.python, dict(mode.env),
-                          list(mode.gunicorn_args) + RECYCLE_ARGS, mode.desc)
+        mode = dataclasses.replace(
+            mode, gunicorn_args=list(mode.gunicorn_args) + RECYCLE_ARGS)
     port = free_port()
     proc, _, _ = start_server(python, mode, args, site, base_env, port,
                               workdir)
@@ -83,19 +122,54 @@ def one(python, mode, scenario, args, site, base_env):
         sampler.stop.set()
         sampler.join()
         s = sampler.samples
+        extra = {}
         if scenario == "hup":
             th = result["t_hup"]
-            before = [v for (ts, v) in s if th - 1.0 <= ts < th]
-            steady = statistics.median(before)
-            peak = max(v for (ts, v) in s if ts >= th)
+            before = [x for x in s if th - 1.0 <= x[0] < th]
+            steady = statistics.median(x[1] for x in before)
+            after = [x for x in s if x[0] >= th]
+            peak = max(x[1] for x in after)
+            # Where the peak is: the sample before the HUP closest to the
+            # steady distinct pages against the sample with the most
+            # distinct pages after it (the PSS sum's maximum can be an
+            # artefact of its reads), by role.
+            ust = statistics.median(x[3] for x in before)
+            top = max(after, key=lambda x: x[3])
+            st = min(before, key=lambda x: abs(x[3] - ust))
+            old = set(st[2]) - {proc.pid}
+            extra = {"at_steady": breakdown(st[2], proc.pid, old),
+                     "at_peak": breakdown(top[2], proc.pid, old),
+                     "peak_after_hup": top[0] - th,
+                     "unique_steady": statistics.median(
+                         x[3] for x in before),
+                     "unique_peak": max(x[3] for x in after)}
         else:
-            steady = statistics.median(v for _, v in s)
-            peak = max(v for _, v in s)
-        return {"steady": steady, "peak": peak, "rps": w["rps"],
-                "errors": w["errors"], "timeouts": w["timeout"],
-                "samples": len(s)}
+            steady = statistics.median(x[1] for x in s)
+            peak = max(x[1] for x in s)
+            extra = {"unique_steady": statistics.median(x[3] for x in s),
+                     "unique_peak": max(x[3] for x in s)}
+        return dict(extra, steady=steady, peak=peak, rps=w["rps"],
+                    errors=w["errors"], timeouts=w["timeout"],
+                    samples=len(s))
     finally:
         stop_server(proc, 30)
+
+
+def median_run(rs):
+    """One row from rounds RS: the median of each figure (errors and
+    timeouts summed); the role breakdown of the round whose distinct
+    pages peak/steady is the median one."""
+    out = {}
+    for k in ("steady", "peak", "rps", "unique_steady", "unique_peak"):
+        out[k] = statistics.median(r[k] for r in rs)
+    for k in ("errors", "timeouts"):
+        out[k] = sum(r[k] for r in rs)
+    mid = sorted(rs, key=lambda r: r["unique_peak"] / r["unique_steady"])[
+        len(rs) // 2]
+    for k in ("at_steady", "at_peak", "peak_after_hup"):
+        if k in mid:
+            out[k] = mid[k]
+    return out
 
 
 def main():
@@ -108,6 +182,7 @@ def main():
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--interval", type=float, default=0.05)
+    ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--users", type=int, default=20000)
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--wrk-timeout", type=int, default=10)
@@ -128,19 +203,39 @@ def main():
           % (args.workers, args.users, args.connections, args.duration,
              args.interval * 1000))
     for scenario in args.scenarios.split(","):
-        print("\n%s: tree PSS (MiB) steady and peak" % scenario)
-        print("  %-16s %8s %8s %7s %9s %7s %9s"
-              % ("mode", "steady", "peak", "peak/st", "req/s", "errors",
-                 "timeouts"))
-        for name in args.modes.split(","):
-            mode = modes[name]
-            log("[%s] %s" % (scenario, name))
-            r = one(pythons[mode.python], mode, scenario, args,
-                    args.site_dir, base_env)
-            print("  %-16s %8.1f %8.1f %6.2fx %9.0f %7d %9d" % (
-                name, r["steady"] / MIB, r["peak"] / MIB,
-                r["peak"] / r["steady"], r["rps"], r["errors"],
-                r["timeouts"]), flush=True)
+        print("\n%s: tree PSS and distinct pages (MiB) steady and peak%s"
+              % (scenario, ", medians of %d interleaved rounds"
+                 % args.rounds if args.rounds > 1 else ""))
+        print("  %-16s %8s %8s %7s %8s %8s %7s %9s %7s %9s"
+              % ("mode", "PSS st", "peak", "peak/st", "pages st", "peak",
+                 "peak/st", "req/s", "errors", "timeouts"))
+        runs = {name: [] for name in args.modes.split(",")}
+        for rnd in range(args.rounds):
+            for name in runs:
+                mode = modes[name]
+                log("[%s, round %d] %s" % (scenario, rnd + 1, name))
+                runs[name].append(one(pythons[mode.python], mode, scenario,
+                                      args, args.site_dir, base_env))
+        for name, rs in runs.items():
+            r = median_run(rs)
+            us, up = r["unique_steady"], r["unique_peak"]
+            print("  %-16s %8.1f %8.1f %6.2fx %8.1f %8.1f %6.2fx %9.0f %7d "
+                  "%9d" % (
+                      name, r["steady"] / MIB, r["peak"] / MIB,
+                      r["peak"] / r["steady"], us / MIB, up / MIB,
+                      up / us if us else 0, r["rps"], r["errors"],
+                      r["timeouts"]), flush=True)
+            if len(rs) > 1:
+                print("      distinct pages peak/steady by round: %s"
+                      % ", ".join("%.2fx" % (x["unique_peak"]
+                                             / x["unique_steady"])
+                                  for x in rs))
+            if "at_peak" in r:
+                print("      steady: %s\n      distinct-pages peak (%.2f s "
+                      "after the HUP): "
+                      "%s" % (fmt_breakdown(r["at_steady"]),
+                              r["peak_after_hup"],
+                              fmt_breakdown(r["at_peak"])), flush=True)
 
 
 if __name__ == "__main__":

@@ -168,7 +168,8 @@ def run_mode(mode, python, args, site, base_env, rnd):
             with open(os.path.join(workdir, f)) as fh:
                 gcstats.append(json.load(fh))
     result["gcstats"] = gcstats
-    if args.keep_logs:
+    if args.keep_logs or result.get("restarted"):
+        # A worker that died or was replaced: its master's log says why.
         result["workdir"] = workdir
         log("  logs: %s" % workdir)
     else:
@@ -226,6 +227,7 @@ def _run_mode(proc, mode, args, result, port, workdir):
         result["minflt_per_req"] = flt / n
         boot_workers = {p["pid"] for p in boot if p["role"] == "worker"}
         if boot_workers != set(workers_now):
+            result["restarted"] = True
             log("warning: %s: the workers after the run are not the ones "
                 "measured at boot (restarted?)" % mode.name)
         if args.attribution:

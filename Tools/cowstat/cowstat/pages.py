@@ -74,3 +74,27 @@ def count_pages(parent, child, page=PAGE_SIZE):
             elif e & EXCLUSIVE:
                 copied[region] += 1
     return copied, new
+
+
+def frames(pid, page=PAGE_SIZE):
+    """The physical frames (PFNs) of every present page of process PID,
+    any mapping, as a set; empty without the PFNs (not root).  The union
+    over a process tree is the memory it holds, each page once however
+    many processes map it: unlike a sum of PSS read process by process,
+    it does not count twice when processes fork or exit between reads."""
+    import array
+    out = set()
+    with open("/proc/%s/maps" % pid) as f:
+        maps = f.read().splitlines()
+    with open("/proc/%s/pagemap" % pid, "rb", buffering=0) as pm:
+        for line in maps:
+            parts = line.split()
+            if len(parts) > 5 and parts[5] == "[vsyscall]":
+                continue
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            pm.seek(lo // page * 8)
+            a = array.array("Q")
+            a.frombytes(pm.read((hi - lo) // page * 8))
+            out.update(e & PFN_MASK for e in a if e & PRESENT)
+    out.discard(0)
+    return out
