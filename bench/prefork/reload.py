@@ -40,9 +40,9 @@ RECYCLE_ARGS = ["--max-requests", "1000", "--max-requests-jitter", "100"]
 
 
 def tree_sample(master):
-    """{pid: (depth, PSS KiB, USS KiB)} of MASTER's tree, or None."""
+    """{pid: (PSS KiB, USS KiB)} of MASTER's tree, or None."""
     try:
-        return {p["pid"]: (p["depth"], p["pss"], p["uss"])
+        return {p["pid"]: (p["pss"], p["uss"])
                 for p in cowproc.sample_tree(master)}
     except Exception:
         return None
@@ -72,7 +72,7 @@ class Sampler(threading.Thread):
             procs = tree_sample(self.master)
             if procs is not None:
                 self.samples.append((time.monotonic(),
-                                     sum(v[1] for v in procs.values()),
+                                     sum(v[0] for v in procs.values()),
                                      procs, tree_unique(procs)))
             self.stop.wait(self.interval)
 
@@ -82,7 +82,7 @@ def breakdown(procs, master, old):
     workers that were there before the HUP (OLD pids) and new ones
     (anything else below the master: new workers and their children)."""
     out = {r: [0, 0.0, 0.0] for r in ("master", "old", "new")}
-    for pid, (_, pss, uss) in procs.items():
+    for pid, (pss, uss) in procs.items():
         role = "master" if pid == master else \
             "old" if pid in old else "new"
         out[role][0] += 1

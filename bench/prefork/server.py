@@ -50,21 +50,18 @@ def server_env(base_env, site, mode, users, stats_dir, attribution_dir=None):
     return env
 
 
-def uwsgi_binary(python):
-    """build/uwsgi/TWIN/uwsgi for the twin whose python3 is PYTHON
-    (build/TWIN/bin/python3): uWSGI embeds the interpreter it was built
-    against (make uwsgi)."""
-    twin = os.path.basename(os.path.dirname(os.path.dirname(
-        os.path.abspath(python))))
+def uwsgi_binary(twin):
+    """build/uwsgi/TWIN/uwsgi (TWIN: "stock" or "cowpy", a Mode's python):
+    uWSGI embeds the interpreter it was built against (make uwsgi)."""
     return os.path.join(ROOT, "build", "uwsgi", twin, "uwsgi")
 
 
-def uwsgi_command(python, mode, args, port, workdir):
+def uwsgi_command(mode, args, port, workdir):
     """uWSGI serving app:app as gunicorn does here: a master that loads
     the app before it forks args.workers workers (no lazy-apps), HTTP on
     PORT.  The embedded interpreter reads the environment (PYTHONPATH,
     PYTHONCOWFORK, ...) as python3 does."""
-    binary = uwsgi_binary(python)
+    binary = uwsgi_binary(mode.python)
     if not os.path.exists(binary):
         raise RuntimeError("no %s: run 'make uwsgi'" % binary)
     # A mode may name another entry module (uwsgi_recipe.py).
@@ -86,7 +83,7 @@ def uwsgi_command(python, mode, args, port, workdir):
 
 def start_server(python, mode, args, site, base_env, port, workdir):
     if mode.server == "uwsgi":
-        cmd = uwsgi_command(python, mode, args, port, workdir)
+        cmd = uwsgi_command(mode, args, port, workdir)
     else:
         cmd = [python, "-m", "gunicorn", "--preload",
                "-w", str(args.workers),

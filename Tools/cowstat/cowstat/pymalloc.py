@@ -82,8 +82,9 @@ def _header_struct(layout, names):
 
 
 POOL_LAYOUT, POOL_LAYOUT_SOURCE = pool_layout()
-_POOL_SIZES = tuple(sorted({POOL_LAYOUT["pool_size"], 16384, 4096},
-                           key=lambda ps: ps != POOL_LAYOUT["pool_size"]))
+# The reader's own pool size first, then stock's other ones.
+_POOL_SIZES = (POOL_LAYOUT["pool_size"],) + tuple(
+    ps for ps in (16384, 4096) if ps != POOL_LAYOUT["pool_size"])
 _POOL_HDR = _header_struct(POOL_LAYOUT, _FIELD_ORDER)
 _POOL_OVERHEAD = POOL_LAYOUT["pool_overhead"]
 _ALIGNMENT = POOL_LAYOUT["alignment"]
