@@ -123,7 +123,11 @@ t{i}.start()
 in_fin{i}.wait(30)
 pid = os.fork()
 if pid == 0:
-    release{i}.set()        # the child's copy: its finalizers must not wait
+    # The collecting thread may have held either Event's lock at the
+    # fork (release.wait() takes it before it sleeps): the child's copies
+    # could block for good, so its finalizers get fresh ones, set.
+    in_fin{i} = threading.Event(); release{i} = threading.Event()
+    release{i}.set()
     stray = [o for o in gc.get_objects() if type(o) is Blocker{i}]
     holders = [[o] for o in stray]
     gc.collect(0); gc.collect()

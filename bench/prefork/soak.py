@@ -1,7 +1,7 @@
 """Long soak of the pre-fork benchmark server: memory stays flat, nothing crashes.
 
     python3 bench/prefork/soak.py PYTHON [--minutes 10] [--workers 4]
-        [--max-requests 5000] [--max-requests-jitter 2000] [--hup-every 60]
+        [--max-requests 20000] [--max-requests-jitter 8000] [--hup-every 60]
         [--sample-every 5] [--env K=V ...] [--csv FILE] [--json FILE]
         [--md FILE]                         # --help for the rest
 
@@ -85,10 +85,10 @@ def main():
     ap.add_argument("--minutes", type=float, default=10,
                     help="duration of the load")
     ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--max-requests", type=int, default=5000,
+    ap.add_argument("--max-requests", type=int, default=20000,
                     help="gunicorn --max-requests: a worker is recycled "
                     "after this many requests (0: never)")
-    ap.add_argument("--max-requests-jitter", type=int, default=2000,
+    ap.add_argument("--max-requests-jitter", type=int, default=8000,
                     help="gunicorn --max-requests-jitter")
     ap.add_argument("--hup-every", type=float, default=60,
                     help="seconds between SIGHUPs to the master (0: none)")
