@@ -10,7 +10,6 @@ Run by Tools/make/run_tests.sh with build/cowpy/bin/python3.
 """
 
 import argparse
-import http.client
 import json
 import os
 import shutil
@@ -25,13 +24,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench", "prefork"))
 import deps as prefork_deps  # noqa: E402
 import server as prefork_server  # noqa: E402
 import sampling as prefork_sampling  # noqa: E402
-# bench/prefork/run.py's modes (imported under another name: bench/uwsgi's
-# run is already "run").
-import importlib.util  # noqa: E402
-_spec = importlib.util.spec_from_file_location(
-    "prefork_run", os.path.join(ROOT, "bench", "prefork", "run.py"))
-prefork_run = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(prefork_run)
+import modes as prefork_modes  # noqa: E402
 SITE = os.path.join(ROOT, "build", "prefork-site")
 
 ITEMS = 20000
@@ -135,7 +128,7 @@ class FlaskAppTests(unittest.TestCase):
     def serve(self, name):
         if name in self.results:
             return self.results[name]
-        mode = {m.name: m for m in prefork_run.MODES}[name]
+        mode = {m.name: m for m in prefork_modes.MODES}[name]
         python = os.path.join(ROOT, "build", mode.python, "bin", "python3")
         args = argparse.Namespace(workers=self.WORKERS, users=self.USERS,
                                   attribution=False)

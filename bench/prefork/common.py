@@ -42,6 +42,8 @@ class Mode:
     # serving the same app:app with ini lines UWSGI_INI (server.py).
     server: str = "gunicorn"
     uwsgi_ini: tuple = ()
+    # The WSGI entry point uWSGI loads (gunicorn always serves app:app).
+    module: str = "app:app"
 
 
 def log(*a):

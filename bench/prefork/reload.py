@@ -23,18 +23,17 @@ import dataclasses
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import threading
 import time
 
-import common  # noqa: F401  (puts Tools/cowstat on sys.path)
+# common first: it puts Tools/cowstat on sys.path.
 from common import MIB, ROOT, log
 from cowstat import pages as cowpages
 from cowstat import proc as cowproc
 from deps import build_site, check_deps
+from modes import MODES
 from server import free_port, run_wrk, start_server, stop_server, wait_ready
-from run import MODES
 
 RECYCLE_ARGS = ["--max-requests", "1000", "--max-requests-jitter", "100"]
 

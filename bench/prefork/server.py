@@ -56,6 +56,12 @@ def uwsgi_binary(twin):
     return os.path.join(ROOT, "build", "uwsgi", twin, "uwsgi")
 
 
+def uwsgi_version(twin):
+    """The version the uWSGI binary built against TWIN reports."""
+    return subprocess.run([uwsgi_binary(twin), "--version"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
 def uwsgi_command(mode, args, port, workdir):
     """uWSGI serving app:app as gunicorn does here: a master that loads
     the app before it forks args.workers workers (no lazy-apps), HTTP on
@@ -64,12 +70,10 @@ def uwsgi_command(mode, args, port, workdir):
     binary = uwsgi_binary(mode.python)
     if not os.path.exists(binary):
         raise RuntimeError("no %s: run 'make uwsgi'" % binary)
-    # A mode may name another entry module (uwsgi_recipe.py).
-    module = [] if any(x.startswith("module") for x in mode.uwsgi_ini) \
-        else ["module = app:app"]
     lines = ["[uwsgi]", "master = true", "processes = %d" % args.workers,
              "http-socket = 127.0.0.1:%d" % port, "chdir = %s" % HERE,
-             *module, "need-app = true", "die-on-term = true",
+             "module = %s" % mode.module, "need-app = true",
+             "die-on-term = true",
              "harakiri = 120", "disable-logging = true",
              # gunicorn's sync worker closes each connection and says so;
              # without the header wrk counts uWSGI's close as a read error.

@@ -22,7 +22,6 @@ import argparse
 import os
 import re
 import signal
-import socket
 import subprocess
 import statistics
 import sys
@@ -32,11 +31,13 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "Tools", "cowstat"))
+# The pre-fork benchmark's server helpers (importing them puts
+# Tools/cowstat on sys.path).
+sys.path.insert(0, os.path.join(ROOT, "bench", "prefork"))
+from server import free_port, uwsgi_binary, uwsgi_version  # noqa: E402
 from cowstat import proc as cowproc  # noqa: E402
 
 APP = os.path.join(ROOT, "bench", "uwsgi", "app.py")
-BUILD = os.path.join(ROOT, "build")
 
 MODES = {
     # name: (twin, fork hooks, env lines, recipe)
@@ -46,16 +47,6 @@ MODES = {
     "cowpy-nohooks": ("cowpy", False, {}, False),
     "cowpy-immortal": ("cowpy", True, {"PYTHONCOWFORK": "immortal"}, False),
 }
-
-
-def uwsgi_binary(twin):
-    return os.path.join(BUILD, "uwsgi", twin, "uwsgi")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_ini(workdir, port, hooks, env, recipe, items, processes=2):
@@ -204,8 +195,7 @@ def main():
     base = rows.get("stock+recipe")
     print("uWSGI %s, 2 workers, app of %d items, wrk -t2 -c4 for %d s; "
           "MiB; ratios vs stock+recipe; median of %d round(s)"
-          % (open(os.path.join(ROOT, "upstream", "uwsgi.pin")).read()
-             .split("VERSION=")[1].split()[0], args.items, args.seconds,
+          % (uwsgi_version("cowpy"), args.items, args.seconds,
              args.rounds))
     print("%-16s %9s %9s %9s %8s %9s %7s %6s %6s %6s"
           % ("mode", "USS", "PSS", "tree PSS", "req/s", "requests",
