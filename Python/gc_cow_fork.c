@@ -157,12 +157,14 @@ _PyGC_CowRuntimeReset(void)
         .mode = COW_MODE_DEFAULT,
         .fork_mode = COW_FORK_FREEZE,
         .shared_threshold = 1,
+        .code_mode = COW_CODE_SETTLE,
         .forked = forked,
         .child = child,
     };
     collecting_tstate = NULL;
     memset(stack_lists, 0, sizeof(stack_lists));
     _PyGC_CowImmortalReset();
+    _PyGC_CowCodeReset();
 }
 
 void

@@ -338,6 +338,7 @@ imm_traverse(imm_walk *w, PyObject *op)
 {
     if (PyCode_Check(op)) {
         PyCodeObject *co = (PyCodeObject *)op;
+        _PyGC_CowSettleCode(co);
         imm_reach(co->co_consts, w);
         imm_reach(co->co_names, w);
         imm_reach(co->co_exceptiontable, w);

@@ -22,6 +22,8 @@ enum {
 };
 /* Freeze-at-fork modes (PYTHONCOWFORK / -X cowfork / gc.set_fork_mode()). */
 enum { COW_FORK_OFF = 0, COW_FORK_FREEZE = 1, COW_FORK_IMMORTAL = 2 };
+/* PYTHONCOWCODE / -X cowcode: what the immortalizing walk does to code. */
+enum { COW_CODE_STOCK = 0, COW_CODE_SETTLE = 1 };
 
 /* Process-wide: settings come from the main interpreter's configuration
    and every GIL-holding collection updates the counters. */
@@ -99,6 +101,11 @@ typedef struct {
     int fork_walked;
     /* Forks that only froze for that reason (gc.get_shared_stats()). */
     Py_ssize_t fork_walks_skipped;
+    /* Settled code (gc_cow_code.c): COW_CODE_*, and the code objects
+       settled by walks and thawed in this process. */
+    int code_mode;
+    Py_ssize_t code_settled;
+    Py_ssize_t code_thawed;
 } _PyGC_CowState;
 
 extern _PyGC_CowState _PyGC_cow;
@@ -201,5 +208,9 @@ extern PyGC_Head *_PyGC_CowImmortalList(PyInterpreterState *interp);
 extern Py_ssize_t _PyGC_CowImmortalized(void);
 extern void _PyGC_CowImmortalPrepare(void);
 extern void _PyGC_CowImmortalReset(void);
+
+/* gc_cow_code.c */
+extern void _PyGC_CowSettleCode(PyCodeObject *co);
+extern void _PyGC_CowCodeReset(void);
 
 #endif  /* !Py_GC_COW_INTERNAL_H */

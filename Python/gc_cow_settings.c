@@ -1,6 +1,6 @@
 /* cowpy: the collector's settings (PYTHONCOWGC, PYTHONCOWFORK,
- * PYTHONCOWALLOC, PYTHONCOWORACLE and their -X options, read at start-up
- * by _PyGC_CowInit()) and the gc module's cowpy functions
+ * PYTHONCOWALLOC, PYTHONCOWCODE, PYTHONCOWORACLE and their -X options,
+ * read at start-up by _PyGC_CowInit()) and the gc module's cowpy functions
  * (_PyGC_CowMethods, added by gcmodule_exec()).  The state they read and
  * set is _PyGC_cow (gc_cow_internal.h, defined in gc_cow.c).
  */
@@ -31,6 +31,7 @@ module gc
 
 static const char *const mode_names[] = {"default", "arena", "stock", NULL};
 static const char *const fork_names[] = {"off", "freeze", "immortal", NULL};
+static const char *const code_names[] = {"stock", "settle", NULL};
 /* PYTHONCOWORACLE / -X coworacle (debug builds). */
 static const char *const oracle_names[] = {"0", "1", NULL};
 
@@ -154,6 +155,21 @@ _PyGC_CowInit(PyInterpreterState *interp)
                              "expected aside or stock");
     }
     _PyObject_CowAllocSetMode(alloc_mode);
+    /* Settled code (gc_cow_code.c). */
+    v = config->use_environment ? getenv("PYTHONCOWCODE") : NULL;
+    if (v != NULL && v[0] != '\0') {
+        if ((_PyGC_cow.code_mode = choice_index(v, code_names)) < 0) {
+            return _PyStatus_ERR("PYTHONCOWCODE: invalid value; "
+                                 "expected settle or stock");
+        }
+    }
+    v = get_xoption(config, L"cowcode", buf, sizeof(buf));
+    if (v != NULL
+        && (_PyGC_cow.code_mode = choice_index(v, code_names)) < 0)
+    {
+        return _PyStatus_ERR("-X cowcode: invalid value; "
+                             "expected settle or stock");
+    }
 
 #ifdef HAVE_PTHREAD_H
     /* Any fork, also one made from C without PyOS_BeforeFork(). */
@@ -496,15 +512,17 @@ collections, collected, uncollectable: shared collections and what they
   fork_walks_skipped: forks in the 'immortal' fork mode that only froze,
   because the process had made its heap immortal at an earlier fork;
   forked: whether the process has forked (or descends from a fork):
-  from then on shared collections use the side arena.
+  from then on shared collections use the side arena; code_settled:
+  code objects settled by immortalizing freezes (PYTHONCOWCODE=settle),
+  code_thawed: those this process ran hot enough to thaw.
 [clinic start generated code]*/
 
 static PyObject *
 gc_get_shared_stats_impl(PyObject *module)
-/*[clinic end generated code: output=b5f3e62a575f34b5 input=c651a61cc5c1ec69]*/
+/*[clinic end generated code: output=b5f3e62a575f34b5 input=ec32835383d44cdb]*/
 {
     return Py_BuildValue(
-        "{snsnsnsnsnsnsnsnsnsnsnsnsnsN}",
+        "{snsnsnsnsnsnsnsnsnsnsnsnsnsNsnsn}",
         "collections", _PyGC_cow.shared_collections,
         "collected", _PyGC_cow.shared_collected,
         "uncollectable", _PyGC_cow.shared_uncollectable,
@@ -518,7 +536,9 @@ gc_get_shared_stats_impl(PyObject *module)
         "header_collections", _PyGC_cow.header_collections,
         "unannounced_forks", _PyGC_cow.unannounced_forks,
         "fork_walks_skipped", _PyGC_cow.fork_walks_skipped,
-        "forked", PyBool_FromLong(cow_flag(&_PyGC_cow.forked)));
+        "forked", PyBool_FromLong(cow_flag(&_PyGC_cow.forked)),
+        "code_settled", _PyGC_cow.code_settled,
+        "code_thawed", _PyGC_cow.code_thawed);
 }
 
 PyMethodDef _PyGC_CowMethods[] = {

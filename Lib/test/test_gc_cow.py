@@ -127,7 +127,7 @@ class APITests(CowTestCase):
             "arena_collections", "fallbacks", "last_examined",
             "last_arena_bytes", "max_arena_bytes", "immortalized",
             "oracle_checks", "header_collections", "unannounced_forks",
-            "fork_walks_skipped",
+            "fork_walks_skipped", "code_settled", "code_thawed",
             "forked"})
         self.assertIsInstance(stats.pop("forked"), bool)
         for v in stats.values():

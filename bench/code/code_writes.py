@@ -86,13 +86,22 @@ MODES = [
      {"immortalize": True}),
     ("cowpy PYTHONCOWFORK=immortal", "cowpy",
      {"PYTHONCOWFORK": "immortal"}, {}),
+    # The same without settled code (#17): workers count down and
+    # specialize inherited code in place.
+    ("cowpy immortal, PYTHONCOWCODE=stock", "cowpy",
+     {"PYTHONCOWFORK": "immortal", "PYTHONCOWCODE": "stock"}, {}),
     ("stock + recipe, warm master", "stock", {},
      {"recipe": True, "warm": True}),
     ("cowpy immortal, warm master", "cowpy",
      {"PYTHONCOWFORK": "immortal"}, {"warm": True}),
 ]
 BASELINE = "stock + recipe"
-SWEEP_MODES = ["stock + recipe", "cowpy PYTHONCOWFORK=immortal"]
+SWEEP_MODES = ["stock + recipe", "cowpy PYTHONCOWFORK=immortal",
+               "cowpy immortal, PYTHONCOWCODE=stock"]
+# Growth against calls per function (--calls-sweep): settled code thaws
+# once it is hot in the worker (Python/gc_cow_code.c).
+CSWEEP_MODES = ["cowpy PYTHONCOWFORK=immortal",
+                "cowpy immortal, PYTHONCOWCODE=stock"]
 ATTRIBUTION_MODES = ["cowpy PYTHONCOWFORK=immortal",
                      "cowpy immortal, warm master"]
 
@@ -935,7 +944,8 @@ def main():
                     measure(s, name, h, args.calls)
         for s in shapes:
             for c in csweep:
-                measure(s, "cowpy PYTHONCOWFORK=immortal", n, c)
+                for name in CSWEEP_MODES:
+                    measure(s, name, n, c)
         if not args.no_attribution:
             for s in shapes:
                 for name in ATTRIBUTION_MODES:
@@ -1018,10 +1028,10 @@ def main():
                 out.append("  least squares, %s: %.0f B per hot function "
                            "%+.0f KiB" % (name, slope, icpt / 1024))
 
-    if csweep:
+    for name in CSWEEP_MODES if csweep else ():
         out.append("")
-        out.append("cowpy PYTHONCOWFORK=immortal, growth vs calls per "
-                   "function (%d hot functions):" % n)
+        out.append("%s, growth vs calls per function (%d hot functions):"
+                   % (name, n))
         hdr = ["calls"]
         for s in shapes:
             hdr += ["%s KiB" % s, "B/fn"]
@@ -1029,8 +1039,7 @@ def main():
         for c in sorted(set(csweep + [args.calls])):
             row = [str(c)]
             for s in shapes:
-                row += fmt_growth(
-                    growth(s, "cowpy PYTHONCOWFORK=immortal", n, c), n)
+                row += fmt_growth(growth(s, name, n, c), n)
             rows.append(row)
         out.append(fmt_table(hdr, rows, "r" * len(hdr)))
 

@@ -1,0 +1,192 @@
+"""Tests for cowpy's settled code (Python/gc_cow_code.c, #17).
+
+The immortalizing walk settles the code it makes immortal: a forked worker
+runs it without writing its bytecode (adaptive counters, RESUME) until the
+code is hot in that worker, then thaws it and specializes as usual.
+PYTHONCOWCODE=stock / -X cowcode=stock turns settling off.
+"""
+
+import gc
+import json
+import os
+import textwrap
+import unittest
+from test.support.script_helper import assert_python_ok, assert_python_failure
+
+if not hasattr(gc, "get_shared_stats"):
+    raise unittest.SkipTest("needs cowpy")
+
+# A function with adaptive instructions (LOAD_GLOBAL, BINARY_OP, CALL,
+# FOR_ITER, LOAD_ATTR, COMPARE_OP), and the bytes of its bytecode.
+PRELUDE = """
+    import dis, gc, json, os, sys
+    G = 3
+    class Box:
+        def __init__(self, v):
+            self.v = v
+    def work(n):
+        t = 0
+        for i in range(n):
+            b = Box(i)
+            t += b.v * G
+        if t > 10:
+            t -= 1
+        return t
+    def code_bytes(f):
+        return f.__code__._co_code_adaptive
+    def specialized(f):
+        # RESUME_CHECK is what the walk writes itself.
+        return sorted({i.opname for i in dis.get_instructions(f, adaptive=True)
+                       if i.opname not in (i.baseopname, "RESUME_CHECK")})
+"""
+
+
+def run(body, **env):
+    code = textwrap.dedent(PRELUDE) + textwrap.dedent(body)
+    rc, out, err = assert_python_ok("-c", code, __isolated=False, **env)
+    return json.loads(out.splitlines()[-1])
+
+
+class SettleTests(unittest.TestCase):
+
+    def test_walk_settles_and_code_runs_unwritten(self):
+        res = run("""
+            expected = sum(i * G for i in range(5)) - 1
+            gc.freeze(immortalize=True)
+            stats = gc.get_shared_stats()
+            before = code_bytes(work)
+            results = [work(5) for _ in range(20)]
+            print(json.dumps([stats["code_settled"] > 0,
+                              code_bytes(work) == before,
+                              results == [expected] * 20,
+                              specialized(work),
+                              gc.get_shared_stats()["code_thawed"]]))
+        """)
+        settled, unchanged, correct, spec, thawed = res
+        self.assertTrue(settled)
+        self.assertTrue(unchanged, "settled code was written")
+        self.assertTrue(correct)
+        self.assertEqual(spec, [])
+        self.assertEqual(thawed, 0)
+
+    def test_hot_code_thaws_and_specializes(self):
+        res = run("""
+            gc.freeze(immortalize=True)
+            before = code_bytes(work)
+            for _ in range(3000):
+                work(5)
+            print(json.dumps([code_bytes(work) != before,
+                              gc.get_shared_stats()["code_thawed"] >= 1,
+                              specialized(work)]))
+        """)
+        changed, thawed, spec = res
+        self.assertTrue(changed)
+        self.assertTrue(thawed)
+        self.assertIn("LOAD_ATTR_INSTANCE_VALUE", spec)
+
+    def test_master_specializations_are_kept(self):
+        # Code the parent ran keeps its specialized instructions.
+        res = run("""
+            for _ in range(50):
+                work(5)
+            spec = specialized(work)
+            gc.freeze(immortalize=True)
+            before = code_bytes(work)
+            for _ in range(50):
+                work(5)
+            print(json.dumps([spec, specialized(work),
+                              code_bytes(work) == before]))
+        """)
+        spec_before, spec_after, unchanged = res
+        self.assertIn("LOAD_ATTR_INSTANCE_VALUE", spec_before)
+        self.assertEqual(spec_before, spec_after)
+        self.assertTrue(unchanged)
+
+    def test_stock_mode_does_not_settle(self):
+        for args in ({"PYTHONCOWCODE": "stock"},):
+            res = run("""
+                gc.freeze(immortalize=True)
+                before = code_bytes(work)
+                work(5); work(5)
+                print(json.dumps([gc.get_shared_stats()["code_settled"],
+                                  code_bytes(work) != before]))
+            """, **args)
+            self.assertEqual(res, [0, True])
+
+    @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork")
+    def test_worker_does_not_write_inherited_code(self):
+        # The immortal fork mode: the child runs the master's code 20 times
+        # without changing a byte of it; the parent's copy is the same.
+        res = run("""
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                before = code_bytes(work)
+                for _ in range(20):
+                    work(5)
+                os.write(w, json.dumps([code_bytes(work) == before,
+                    gc.get_shared_stats()["code_settled"] > 0]).encode())
+                os._exit(0)
+            os.close(w)
+            child = json.loads(os.read(r, 1000))
+            os.waitpid(pid, 0)
+            print(json.dumps(child))
+        """, PYTHONCOWFORK="immortal")
+        self.assertEqual(res, [True, True])
+
+    def test_tracing_settled_code(self):
+        # sys.settrace and sys.monitoring rewrite settled code as any other.
+        res = run("""
+            gc.freeze(immortalize=True)
+            lines = []
+            def tracer(frame, event, arg):
+                if frame.f_code is work.__code__ and event == "line":
+                    lines.append(frame.f_lineno)
+                return tracer
+            sys.settrace(tracer)
+            r = work(3)
+            sys.settrace(None)
+            print(json.dumps([r, len(lines) > 0, work(3)]))
+        """)
+        self.assertEqual(res[0], res[2])
+        self.assertTrue(res[1])
+
+
+class OptionTests(unittest.TestCase):
+
+    def mode(self, args, env):
+        rc, out, err = assert_python_ok(
+            *args, "-c",
+            "import gc; gc.freeze(immortalize=True); "
+            "print(gc.get_shared_stats()['code_settled'] > 0)",
+            __isolated=False, **env)
+        return out.decode().strip()
+
+    def test_values(self):
+        self.assertEqual(self.mode([], {}), "True")
+        self.assertEqual(self.mode([], {"PYTHONCOWCODE": "stock"}), "False")
+        self.assertEqual(self.mode(["-X", "cowcode=stock"], {}), "False")
+        self.assertEqual(self.mode(["-X", "cowcode=settle"],
+                                   {"PYTHONCOWCODE": "stock"}), "True")
+        self.assertEqual(self.mode(["-E"], {"PYTHONCOWCODE": "stock"}),
+                         "True")
+
+    def test_invalid_values_fail_at_startup(self):
+        for args, env, msg in [
+                (["-X", "cowcode=on"], {}, b"-X cowcode: invalid value"),
+                ([], {"PYTHONCOWCODE": "1"}, b"PYTHONCOWCODE: invalid value")]:
+            with self.subTest(args=args, env=env):
+                rc, out, err = assert_python_failure(
+                    *args, "-c", "pass", __isolated=False, **env)
+                self.assertIn(msg, err)
+                self.assertIn(b"expected settle or stock", err)
+
+    def test_help(self):
+        rc, out, err = assert_python_ok("--help-env")
+        self.assertIn(b"PYTHONCOWCODE", out)
+        rc, out, err = assert_python_ok("--help-xoptions")
+        self.assertIn(b"-X cowcode=[settle|stock]", out)
+
+
+if __name__ == "__main__":
+    unittest.main()

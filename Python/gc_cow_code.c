@@ -1,0 +1,159 @@
+/* cowpy: settled code (#17; header Include/internal/pycore_gc_cow_code.h).
+ *
+ * The immortalizing walk settles every code object it makes immortal
+ * (_PyGC_CowSettleCode()): in the parent, before the fork, each adaptive
+ * instruction's counter becomes the settled value and RESUME becomes
+ * RESUME_CHECK (what its first execution would write).  A forked worker
+ * then runs the inherited code as the master left it, specialized or
+ * generic, without writing a byte of it: ceval's
+ * ADVANCE_ADAPTIVE_COUNTER() leaves a settled counter alone and calls
+ * _PyGC_CowSettledHit(), which counts the code's settled executions in a
+ * table of this process's own (see hits below).  Code that reaches COW_THAW_HITS in a
+ * process is hot there: it is thawed (counters back to warm-up, as
+ * _PyCode_Quicken() sets them) and specializes as usual, copying its
+ * pages as it did before.  Code that stays lukewarm in a worker (run a
+ * few times per request type, as most of a large application is) stays
+ * shared.  Specializing is an optimization only: code left generic runs
+ * the same program.  PYTHONCOWCODE=stock / -X cowcode=stock turns
+ * settling off.  See docs/design.md, section 8 ("Writes into inherited
+ * code and classes").
+ */
+
+#include "Python.h"
+#include "pycore_code.h"          // _PyCode_CODE(), adaptive_counter_warmup()
+#include "pycore_frame.h"         // _PyFrame_GetCode()
+#include "pycore_gc_cow_code.h"
+#include "pycore_opcode_metadata.h"   // _PyOpcode_Caches
+#include "pycore_pystate.h"       // _PyInterpreterState_GET()
+#include "gc_cow_internal.h"
+
+#ifndef Py_GIL_DISABLED
+
+/* Settled executions (generic executions of settled instructions, summed
+   over a code object) that make inherited code hot in this process.  The
+   price of a settled execution is a counter in a table instead of one in
+   the code; the price of a thaw is a copy of the code's pages, which the
+   first executions used to cost.  1,024 thaws a request handler within
+   some tens of requests, while code a worker runs a few dozen times in its
+   life stays shared (bench/code/code_writes.py --calls-sweep). */
+#define COW_THAW_HITS 8192
+
+/* The counts: one 16-bit counter per hash of a code object's address, in
+   a table of this process's own (calloc'ed on the first settled
+   execution: only the pages it counts in are ever touched).  No keys:
+   code objects that share a slot add up and thaw early, which costs
+   memory, never correctness.  Measured against a keyed table
+   (_Py_hashtable_t, an allocation per code object): 15,000 counted code
+   objects cost a worker 850 KiB there, at most 128 KiB here. */
+#define COW_HIT_SLOTS_LOG2 16
+static uint16_t *hits;
+
+static inline size_t
+hit_slot(PyCodeObject *co)
+{
+    /* Fibonacci hashing of the address (objects are 16-byte aligned). */
+    uint64_t h = ((uint64_t)(uintptr_t)co >> 4) * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(h >> (64 - COW_HIT_SLOTS_LOG2));
+}
+
+/* Set the counter of each instruction whose first cache entry is an
+   adaptive counter (those _PyCode_Quicken() gives adaptive_counter_warmup())
+   to value; with only_settled, only the counters that are settled. */
+static void
+for_each_counter(PyCodeObject *co, _Py_BackoffCounter value,
+                 int only_settled)
+{
+    _Py_CODEUNIT *instructions = _PyCode_CODE(co);
+    for (Py_ssize_t i = 0; i < Py_SIZE(co); i++) {
+        int opcode = _Py_GetBaseOpcode(co, (int)i);
+        int caches = _PyOpcode_Caches[opcode];
+        if (caches == 0) {
+            continue;
+        }
+        switch (opcode) {
+            case JUMP_BACKWARD:     /* tier 2's counter, not adaptive */
+            case POP_JUMP_IF_FALSE: /* branch history, not a counter */
+            case POP_JUMP_IF_TRUE:
+            case POP_JUMP_IF_NONE:
+            case POP_JUMP_IF_NOT_NONE:
+                break;
+            default:
+                if (!only_settled
+                    || _PyGC_CowIsSettled(instructions[i + 1].counter))
+                {
+                    instructions[i + 1].counter = value;
+                }
+                break;
+        }
+        i += caches;
+    }
+}
+
+void
+_PyGC_CowSettleCode(PyCodeObject *co)
+{
+#if ENABLE_SPECIALIZATION
+    /* Instrumented code (sys.monitoring, sys.settrace) is rewritten by
+       the instrumentation anyway; leave it as it is. */
+    if (_PyGC_cow.code_mode != COW_CODE_SETTLE
+        || co->_co_monitoring != NULL)
+    {
+        return;
+    }
+    for_each_counter(co, _PyGC_CowSettledCounter(), 0);
+    /* RESUME rewrites itself into RESUME_CHECK at its first execution;
+       RESUME_CHECK goes back to RESUME's generic path whenever the
+       code's instrumentation version is not the interpreter's, so doing
+       it now changes nothing but who writes the byte. */
+    _Py_CODEUNIT *instructions = _PyCode_CODE(co);
+    for (Py_ssize_t i = 0; i < Py_SIZE(co); i++) {
+        int op = instructions[i].op.code;
+        if (op == RESUME) {
+            instructions[i].op.code = RESUME_CHECK;
+        }
+        i += _PyOpcode_Caches[_Py_GetBaseOpcode(co, (int)i)];
+    }
+    _PyGC_cow.code_settled++;
+#endif
+}
+
+static void
+thaw(PyCodeObject *co)
+{
+    for_each_counter(co, adaptive_counter_warmup(), 1);
+    _PyGC_cow.code_thawed++;
+}
+
+void
+_PyGC_CowSettledHit(_PyInterpreterFrame *frame)
+{
+    PyCodeObject *co = _PyFrame_GetCode(frame);
+    /* The table is the main interpreter's (its code is what the walk
+       settles); anywhere else, and without memory, thaw at once. */
+    if (!_Py_IsMainInterpreter(_PyInterpreterState_GET())) {
+        thaw(co);
+        return;
+    }
+    if (hits == NULL) {
+        hits = PyMem_RawCalloc((size_t)1 << COW_HIT_SLOTS_LOG2,
+                               sizeof(*hits));
+        if (hits == NULL) {
+            thaw(co);
+            return;
+        }
+    }
+    uint16_t *slot = &hits[hit_slot(co)];
+    if (++*slot >= COW_THAW_HITS) {
+        *slot = 0;
+        thaw(co);
+    }
+}
+
+void
+_PyGC_CowCodeReset(void)
+{
+    PyMem_RawFree(hits);
+    hits = NULL;
+}
+
+#endif  /* !Py_GIL_DISABLED */
