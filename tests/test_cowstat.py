@@ -30,6 +30,7 @@ TOOLS = ROOT / "Tools" / "cowstat"
 sys.path.insert(0, str(TOOLS))
 
 from cowstat import attribution, cli, proc  # noqa: E402
+from cowstat.formatting import OUTSIDE_ROW as OUTSIDE  # noqa: E402
 
 PAGE = attribution.PAGE_SIZE
 HAVE_PROC = os.path.exists("/proc/self/pagemap")
@@ -1175,6 +1176,68 @@ class WatchPlotTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("not a cowstat watch CSV", p.stderr)
         self.assertFalse(os.path.exists(png))
+
+
+class LastWritersTest(unittest.TestCase):
+    """bench/prefork/last_writers.py's six ordered rules on synthetic
+    page_detail rows (cowstat's to_dict(detail=True) format)."""
+
+    def test_rules_in_order(self):
+        sys.path.insert(0, str(ROOT / "bench" / "prefork"))
+        try:
+            import last_writers as lw
+        finally:
+            sys.path.remove(str(ROOT / "bench" / "prefork"))
+        out, hdr = lw.OUTSIDE_ROW, lw.POOL_HEADER_ROW
+        cases = [
+            # (region, writer, changed bytes, flags) -> row
+            (("pymalloc", "code", 0, "SF"), "same"),        # 1 before 3, 5
+            (("python", "code", 8, "A"), "4.python"),       # 2 before 3
+            (("stack", out, 8, "A"), "4.stack"),
+            (("files", out, 8, "A"), "4.files"),
+            (("pymalloc", "code", 40, "IF"), "3.code"),     # 3 before 4, 5
+            (("heap", "dict (keys table)", 4, "I"), "4.dk"),
+            (("heap", "dict (keys table)", 5, "I"), "1.lru"),
+            (("pymalloc", "type", 8, "I"), "3.type"),
+            (("pymalloc", "dict", 8, "IF"), "4.obj"),       # 4 before 5
+            (("pymalloc", out, 900, "I"), "mixed"),
+            (("pymalloc", hdr, 20, "IH"), "mixed"),
+            (("pymalloc", "str", 64, "F"), "2.F"),
+            (("pymalloc", hdr, 8, "HE"), "2.E"),
+            (("pymalloc", "str", 64, "V"), "2.V"),
+            (("pymalloc", hdr, 8, "AH"), "1.hdr"),
+            (("pymalloc", "str", 64, ""), "1.new"),
+            (("heap", out, 4000, "A"), "1.heap"),
+            (("anon", out, 8, "A"), "anon"),
+        ]
+        for (region, writer, nbytes, flags), want in cases:
+            page = [0x1000, region, "str", writer, nbytes, [], flags]
+            with self.subTest(page=page):
+                self.assertEqual(lw.classify(page), want)
+        self.assertEqual({k for k, _, _ in lw.ROWS},
+                         {want for _, want in cases})
+
+    def test_table_adds_up(self):
+        detail = [[0x1000 * i, "heap", "str", OUTSIDE, 8, [], "A"]
+                  for i in range(3)] + [[0x9000, "pymalloc", "code", "code",
+                                         8, [], "I"]]
+        with tempfile.TemporaryDirectory() as d:
+            for pid in (11, 12):
+                with open(os.path.join(d, "attribution-%d.json" % pid),
+                          "w") as f:
+                    json.dump({"header": {"pid": pid, "page_size": PAGE,
+                                          "copied_pages": 4,
+                                          "new_pages": 1},
+                               "written": [], "page_detail": detail}, f)
+            out = subprocess.run(
+                [sys.executable, str(ROOT / "bench" / "prefork"
+                                     / "last_writers.py"), d],
+                stdout=subprocess.PIPE, universal_newlines=True, check=True,
+                env=tool_env()).stdout
+        self.assertIn("2 workers", out)
+        self.assertIn("| · glibc heap: free chunks reused, no inherited "
+                      "object written | 6 | 3 | 12 | 75% |", out)
+        self.assertIn("| **total copied** | 8 | 4 | 16 | 100% |", out)
 
 
 if __name__ == "__main__":
