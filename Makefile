@@ -62,7 +62,7 @@ COWPY := $(B)/cowpy/bin/python3
         servers-deps \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-reload bench-uwsgi bench-prefork-uwsgi clinic install \
+        bench-immortalize bench-code bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-reload bench-uwsgi bench-prefork-uwsgi clinic install \
         export-patches \
         clean distclean \
         cowpy-debug cowpy-asan check-debug check-asan fuzz soak
@@ -440,6 +440,15 @@ bench-exit: all
 	@mkdir -p $(RESULTS)
 	@$(STOCK) bench/exit/exit_cost.py $(STOCK) $(COWPY) \
 	    | tee $(RESULTS)/exit_cost.txt
+
+# Writes into inherited code (#17): what a worker copies of the code it
+# runs (memory), and what settled code costs in speed (interleaved CPU).
+bench-code: all
+	@mkdir -p $(RESULTS)
+	@$(STOCK) bench/code/code_writes.py $(STOCK) $(COWPY) \
+	    --calls-sweep 1,5,50,200 | tee $(RESULTS)/code_writes.txt
+	@$(STOCK) bench/code/settle_speed.py $(STOCK) $(COWPY) \
+	    | tee $(RESULTS)/code_settle_speed.txt
 
 # A process that forks again and again while it holds request data (#18).
 bench-refork: all

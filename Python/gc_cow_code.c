@@ -14,9 +14,13 @@
  * pages as it did before.  Code that stays lukewarm in a worker (run a
  * few times per request type, as most of a large application is) stays
  * shared.  Specializing is an optimization only: code left generic runs
- * the same program.  PYTHONCOWCODE=stock / -X cowcode=stock turns
- * settling off.  See docs/design.md, section 8 ("Writes into inherited
- * code and classes").
+ * the same program, slower: settling is opt-in (PYTHONCOWCODE=settle /
+ * -X cowcode=settle), for code bases whose workers run a long tail of
+ * code a few times each.  Measured (make bench-code): 5,000 functions run
+ * 20 times by a worker copy 54 B per function instead of 2,571; the
+ * pre-fork app's request path, whose lukewarm code stays generic, costs
+ * 1.07x CPU over a worker's first 3,000 requests.  See docs/design.md,
+ * section 8 ("Writes into inherited code and classes").
  */
 
 #include "Python.h"
@@ -32,11 +36,13 @@
 /* Settled executions (generic executions of settled instructions, summed
    over a code object) that make inherited code hot in this process.  The
    price of a settled execution is a counter in a table instead of one in
-   the code; the price of a thaw is a copy of the code's pages, which the
-   first executions used to cost.  1,024 thaws a request handler within
-   some tens of requests, while code a worker runs a few dozen times in its
-   life stays shared (bench/code/code_writes.py --calls-sweep). */
-#define COW_THAW_HITS 8192
+   the code, and a generic instruction instead of a specialized one; the
+   price of a thaw is a copy of the code's pages, which the first
+   executions used to cost.  2,048 thaws a request handler within some
+   tens of requests, while a function a worker calls 20 times stays shared
+   (bench/code/code_writes.py --calls-sweep: it thaws between 20 and 50
+   calls; at 1,024, code sharing a slot thawed before 20). */
+#define COW_THAW_HITS 2048
 
 /* The counts: one 16-bit counter per hash of a code object's address, in
    a table of this process's own (calloc'ed on the first settled

@@ -1,9 +1,9 @@
 """Tests for cowpy's settled code (Python/gc_cow_code.c, #17).
 
-The immortalizing walk settles the code it makes immortal: a forked worker
-runs it without writing its bytecode (adaptive counters, RESUME) until the
-code is hot in that worker, then thaws it and specializes as usual.
-PYTHONCOWCODE=stock / -X cowcode=stock turns settling off.
+With PYTHONCOWCODE=settle (opt-in) the immortalizing walk settles the code
+it makes immortal: a forked worker runs it without writing its bytecode
+(adaptive counters, RESUME) until the code is hot in that worker, then
+thaws it and specializes as usual.
 """
 
 import gc
@@ -42,6 +42,7 @@ PRELUDE = """
 
 
 def run(body, **env):
+    env.setdefault("PYTHONCOWCODE", "settle")
     code = textwrap.dedent(PRELUDE) + textwrap.dedent(body)
     rc, out, err = assert_python_ok("-c", code, __isolated=False, **env)
     return json.loads(out.splitlines()[-1])
@@ -103,7 +104,7 @@ class SettleTests(unittest.TestCase):
         self.assertTrue(unchanged)
 
     def test_stock_mode_does_not_settle(self):
-        for args in ({"PYTHONCOWCODE": "stock"},):
+        for args in ({"PYTHONCOWCODE": "stock"}, {"PYTHONCOWCODE": ""}):
             res = run("""
                 gc.freeze(immortalize=True)
                 before = code_bytes(work)
@@ -163,13 +164,14 @@ class OptionTests(unittest.TestCase):
         return out.decode().strip()
 
     def test_values(self):
-        self.assertEqual(self.mode([], {}), "True")
+        self.assertEqual(self.mode([], {}), "False")   # opt-in
+        self.assertEqual(self.mode([], {"PYTHONCOWCODE": "settle"}), "True")
         self.assertEqual(self.mode([], {"PYTHONCOWCODE": "stock"}), "False")
-        self.assertEqual(self.mode(["-X", "cowcode=stock"], {}), "False")
-        self.assertEqual(self.mode(["-X", "cowcode=settle"],
-                                   {"PYTHONCOWCODE": "stock"}), "True")
-        self.assertEqual(self.mode(["-E"], {"PYTHONCOWCODE": "stock"}),
-                         "True")
+        self.assertEqual(self.mode(["-X", "cowcode=settle"], {}), "True")
+        self.assertEqual(self.mode(["-X", "cowcode=stock"],
+                                   {"PYTHONCOWCODE": "settle"}), "False")
+        self.assertEqual(self.mode(["-E"], {"PYTHONCOWCODE": "settle"}),
+                         "False")
 
     def test_invalid_values_fail_at_startup(self):
         for args, env, msg in [
@@ -185,7 +187,7 @@ class OptionTests(unittest.TestCase):
         rc, out, err = assert_python_ok("--help-env")
         self.assertIn(b"PYTHONCOWCODE", out)
         rc, out, err = assert_python_ok("--help-xoptions")
-        self.assertIn(b"-X cowcode=[settle|stock]", out)
+        self.assertIn(b"-X cowcode=[stock|settle]", out)
 
 
 if __name__ == "__main__":

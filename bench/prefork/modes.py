@@ -27,6 +27,10 @@ MODES = [
     Mode("cowpy-immortal", "cowpy", {"PYTHONCOWFORK": "immortal"}, [],
          "cowpy with PYTHONCOWFORK=immortal (collect, freeze and make the "
          "inherited heap immortal at fork)"),
+    Mode("cowpy-immortal-settle", "cowpy",
+         {"PYTHONCOWFORK": "immortal", "PYTHONCOWCODE": "settle"}, [],
+         "cowpy-immortal with PYTHONCOWCODE=settle: workers leave inherited "
+         "code unwritten until it is hot in them"),
     Mode("cowpy-immortal-noaside", "cowpy",
          {"PYTHONCOWFORK": "immortal", "PYTHONCOWALLOC": "stock"}, [],
          "cowpy-immortal with PYTHONCOWALLOC=stock: workers refill the "
