@@ -209,6 +209,12 @@ extern Py_ssize_t _PyGC_CowImmortalized(void);
 extern void _PyGC_CowImmortalPrepare(void);
 extern void _PyGC_CowImmortalReset(void);
 
+/* Objects/dictobject.c (patch 0017): add a name to a class's shared keys
+   as an instance's first store of it would; -1 if they are full. */
+struct _dictkeysobject;
+extern Py_ssize_t _PyDictKeys_CowAddSharedKey(struct _dictkeysobject *keys,
+                                              PyObject *name);
+
 /* gc_cow_code.c */
 extern void _PyGC_CowSettleCode(PyCodeObject *co);
 extern void _PyGC_CowCodeReset(void);

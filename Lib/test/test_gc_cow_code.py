@@ -11,6 +11,7 @@ import json
 import os
 import textwrap
 import unittest
+from test.support import import_helper
 from test.support.script_helper import assert_python_ok, assert_python_failure
 
 if not hasattr(gc, "get_shared_stats"):
@@ -151,6 +152,41 @@ class SettleTests(unittest.TestCase):
         """)
         self.assertEqual(res[0], res[2])
         self.assertTrue(res[1])
+
+
+class SharedKeysTests(unittest.TestCase):
+    """The walk names a never-instantiated class's shared keys after the
+    attributes its __init__ assigns to self, as a first instance would,
+    so that a worker's first instance does not write them (patch 0017)."""
+
+    def test_first_instance_after_the_walk(self):
+        import_helper.import_module("_testinternalcapi")
+        res = run("""
+            import _testinternalcapi as t
+            class P:
+                def __init__(self, a, b):
+                    self.a = a
+                    self.b, self.c = b, a
+                    other = self
+                    other.d = 4
+                @property
+                def p(self):
+                    return 5
+            class Q(P):
+                pass
+            gc.freeze(immortalize=True)
+            o = P(1, 2)
+            q = Q(3, 4)
+            inline = t.has_inline_values(q)
+            q.extra = 6         # past the settled keys: a __dict__
+            print(json.dumps([t.has_inline_values(o), list(vars(o)),
+                              [o.a, o.b, o.c, o.d, o.p],
+                              inline, list(vars(q)), q.extra]))
+        """, PYTHONCOWCODE="")
+        # Without the names, settled keys (one usable slot) made the
+        # second attribute materialize a __dict__.  Q inherits __init__.
+        self.assertEqual(res, [True, ["a", "b", "c", "d"], [1, 2, 1, 4, 5],
+                               True, ["a", "b", "c", "d", "extra"], 6])
 
 
 class OptionTests(unittest.TestCase):
