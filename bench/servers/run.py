@@ -40,6 +40,9 @@ MODES = {
     "stock+recipe": ("stock", {"SERVERS_RECIPE": "1"}),
     "cowpy": ("cowpy", {}),
     "cowpy-immortal": ("cowpy", {"PYTHONCOWFORK": "immortal"}),
+    # Not run by default: settled code (#17), opt-in.
+    "cowpy-immortal-settle": ("cowpy", {"PYTHONCOWFORK": "immortal",
+                                        "PYTHONCOWCODE": "settle"}),
 }
 BASELINE = "stock+recipe"
 
@@ -333,7 +336,8 @@ def main():
     ap.add_argument("--duration", type=int, default=15,
                     help="wrk seconds per gunicorn stack and mode")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--modes", default=",".join(
+        m for m in MODES if m != "cowpy-immortal-settle"))
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--tasks", type=int, default=400)
     ap.add_argument("--records", type=int, default=100000,
