@@ -371,7 +371,7 @@ def main():
                 runs[mode].append(r)
         print("\n%s (%s; median of %d round(s))"
               % (stack, runs[modes[0]][0]["unit"], args.rounds))
-        print("  %-16s %9s %9s %9s %9s %10s %9s %8s %8s  %s"
+        print("  %-21s %9s %9s %9s %9s %10s %9s %8s %8s  %s"
               % ("mode", "USS MiB", "copied", "PSS MiB", "tree PSS",
                  "rate", "failures", "USS", "rate", "note"))
         med = {}
@@ -387,7 +387,7 @@ def main():
             ratio = ("%7.3fx %7.2fx" % (m["uss_mib"] / base["uss_mib"],
                                         m["rate"] / base["rate"])
                      if base else "%8s %8s" % ("", ""))
-            print("  %-16s %9.1f %9s %9.1f %9s %10.1f %9d %s  %s" % (
+            print("  %-21s %9.1f %9s %9.1f %9s %10.1f %9d %s  %s" % (
                 mode, m["uss_mib"],
                 "-" if m["copied_mib"] is None else "%.1f" % m["copied_mib"],
                 m["pss_mib"],
