@@ -1,25 +1,24 @@
 /* cowpy: settled code (#17; header Include/internal/pycore_gc_cow_code.h).
  *
- * The immortalizing walk settles every code object it makes immortal
- * (_PyGC_CowSettleCode()): in the parent, before the fork, each adaptive
- * instruction's counter becomes the settled value and RESUME becomes
- * RESUME_CHECK (what its first execution would write).  A forked worker
- * then runs the inherited code as the master left it, specialized or
- * generic, without writing a byte of it: ceval's
- * ADVANCE_ADAPTIVE_COUNTER() leaves a settled counter alone and calls
- * _PyGC_CowSettledHit(), which counts the code's settled executions in a
- * table of this process's own (see hits below).  Code that reaches COW_THAW_HITS in a
- * process is hot there: it is thawed (counters back to warm-up, as
- * _PyCode_Quicken() sets them) and specializes as usual, copying its
- * pages as it did before.  Code that stays lukewarm in a worker (run a
- * few times per request type, as most of a large application is) stays
- * shared.  Specializing is an optimization only: code left generic runs
- * the same program, slower: settling is opt-in (PYTHONCOWCODE=settle /
- * -X cowcode=settle), for code bases whose workers run a long tail of
- * code a few times each.  Measured (make bench-code): 5,000 functions run
- * 20 times by a worker copy 54 B per function instead of 2,571; the
+ * With PYTHONCOWCODE=settle (opt-in), the immortalizing walk settles every
+ * code object it makes immortal (_PyGC_CowSettleCode()): in the parent,
+ * before the fork, each adaptive instruction's counter becomes the
+ * settled value and RESUME becomes RESUME_CHECK (what its first execution
+ * would write).  A forked worker then runs the inherited code as the
+ * master left it, specialized or generic, without writing a byte of it:
+ * ceval's ADVANCE_ADAPTIVE_COUNTER() leaves a settled counter alone and
+ * calls _PyGC_CowSettledHit(), which counts the code's settled executions
+ * in a table of this process's own (see hits below).  Code that reaches
+ * COW_THAW_HITS in a process is hot there: it is thawed (counters back to
+ * warm-up, as _PyCode_Quicken() sets them) and specializes as usual,
+ * copying its pages as it did before.  Code that stays lukewarm in a
+ * worker stays shared.  Specializing is an optimization only: code left
+ * generic runs the same program, slower, which is why settling is
+ * opt-in, for code bases whose workers run a long tail of code a few
+ * times each.  Measured (make bench-code): 5,000 functions called 20 times
+ * by a worker copy 9-48 B per function instead of 2,570-2,818; the
  * pre-fork app's request path, whose lukewarm code stays generic, costs
- * 1.07x CPU over a worker's first 3,000 requests.  See docs/design.md,
+ * 1.05x CPU over a process's first 3,000 requests.  See docs/design.md,
  * section 8 ("Writes into inherited code and classes").
  */
 
