@@ -1,7 +1,7 @@
-/* cowpy: what Python/gc_cow.c (finding garbage, the hooks),
-   Python/gc_cow_immortal.c (the immortalizing walk) and
-   Python/gc_cow_settings.c (options, the gc module functions) share; not
-   for the rest of the interpreter (that is pycore_gc_cow.h). */
+/* cowpy: what Python/gc_cow*.c (finding garbage and the hooks, the fork's
+   life cycle, the immortalizing walk, settled code, the oracle, options
+   and the gc module functions) share; not for the rest of the
+   interpreter (that is pycore_gc_cow.h). */
 
 #ifndef Py_GC_COW_INTERNAL_H
 #define Py_GC_COW_INTERNAL_H
@@ -11,6 +11,7 @@
 #endif
 
 #include "pycore_gc.h"            // PyGC_Head
+#include "pycore_gc_cow.h"        // _PyGC_CowPath, _PyGC_CowDeduceFn
 
 /* Modes (PYTHONCOWGC / -X cowgc / gc.set_cow_mode()). */
 enum {
