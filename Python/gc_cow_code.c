@@ -27,6 +27,7 @@
 #include "pycore_frame.h"         // _PyFrame_GetCode()
 #include "pycore_gc_cow_code.h"
 #include "pycore_opcode_metadata.h"   // _PyOpcode_Caches
+#include "pycore_opcode_utils.h"  // RESUME_AT_FUNC_START
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
 #include "gc_cow_internal.h"
 
@@ -106,14 +107,20 @@ _PyGC_CowSettleCode(PyCodeObject *co)
         return;
     }
     for_each_counter(co, _PyGC_CowSettledCounter(), 0);
-    /* RESUME rewrites itself into RESUME_CHECK at its first execution;
-       RESUME_CHECK goes back to RESUME's generic path whenever the
-       code's instrumentation version is not the interpreter's, so doing
-       it now changes nothing but who writes the byte. */
+    /* The RESUME that starts the function rewrites itself into
+       RESUME_CHECK at its first execution; RESUME_CHECK goes back to
+       RESUME's generic path whenever the code's instrumentation version
+       is not the interpreter's, so doing it now changes nothing but who
+       writes the byte.  Not the RESUMEs after a yield or an await:
+       sys.monitoring's LINE events look at them as they are
+       (instrumentation.c, _Py_call_instrumentation_line(): a generator
+       closed at such a yield would lose its line event). */
     _Py_CODEUNIT *instructions = _PyCode_CODE(co);
     for (Py_ssize_t i = 0; i < Py_SIZE(co); i++) {
-        int op = instructions[i].op.code;
-        if (op == RESUME) {
+        if (instructions[i].op.code == RESUME
+            && (instructions[i].op.arg & RESUME_OPARG_LOCATION_MASK)
+               == RESUME_AT_FUNC_START)
+        {
             instructions[i].op.code = RESUME_CHECK;
         }
         i += _PyOpcode_Caches[_Py_GetBaseOpcode(co, (int)i)];
@@ -122,10 +129,14 @@ _PyGC_CowSettleCode(PyCodeObject *co)
 #endif
 }
 
+/* Thawed counters read as if each instruction had run once since
+   _PyCode_Quicken() (warm-up counted down to zero): the next execution
+   specializes, as the second one does in code never settled. */
 static void
 thaw(PyCodeObject *co)
 {
-    for_each_counter(co, adaptive_counter_warmup(), 1);
+    _Py_BackoffCounter warm = adaptive_counter_warmup();
+    for_each_counter(co, make_backoff_counter(0, warm.backoff), 1);
     _PyGC_cow.code_thawed++;
 }
 
@@ -134,8 +145,14 @@ _PyGC_CowSettledHit(_PyInterpreterFrame *frame)
 {
     PyCodeObject *co = _PyFrame_GetCode(frame);
     /* The table is the main interpreter's (its code is what the walk
-       settles); anywhere else, and without memory, thaw at once. */
-    if (!_Py_IsMainInterpreter(_PyInterpreterState_GET())) {
+       settles); anywhere else, and without memory, thaw at once.  Code
+       under sys.monitoring thaws at once too: some events depend on
+       which form an instruction runs in (3.13's generic FOR_ITER does not
+       report a generator's implicit STOP_ITERATION, its specialized form
+       does), and a tool must see what it sees without cowpy. */
+    if (!_Py_IsMainInterpreter(_PyInterpreterState_GET())
+        || co->_co_monitoring != NULL)
+    {
         thaw(co);
         return;
     }

@@ -154,6 +154,46 @@ class SettleTests(unittest.TestCase):
         self.assertTrue(res[1])
 
 
+    def test_monitoring_sees_what_it_sees_without_settling(self):
+        # LINE events at a generator's yield (its RESUME is not rewritten)
+        # and the implicit STOP_ITERATION of a for loop over a generator
+        # (code under sys.monitoring thaws).
+        code = """
+            E = sys.monitoring.events
+            TOOL = 2
+            def outer():
+                def f():
+                    def a():
+                        yield
+                    def b():
+                        yield from a()
+                    next(b())
+                return f
+            def gen():
+                yield 1
+                return 2
+            def loop():
+                for _ in gen():
+                    pass
+            f = outer()
+            gc.freeze(immortalize=True)
+            sys.monitoring.use_tool_id(TOOL, "t")
+            lines, stops = [], []
+            sys.monitoring.register_callback(
+                TOOL, E.LINE, lambda c, n: lines.append((c.co_name, n)))
+            sys.monitoring.set_events(TOOL, E.LINE)
+            f()
+            sys.monitoring.set_events(TOOL, 0)
+            sys.monitoring.register_callback(
+                TOOL, E.STOP_ITERATION, lambda *a: stops.append(1))
+            sys.monitoring.set_events(TOOL, E.STOP_ITERATION)
+            loop()
+            sys.monitoring.set_events(TOOL, 0)
+            print(json.dumps([[n for n, _ in lines], len(stops)]))
+        """
+        self.assertEqual(run(code), run(code, PYTHONCOWCODE="stock"))
+
+
 class SharedKeysTests(unittest.TestCase):
     """The walk names a never-instantiated class's shared keys after the
     attributes its __init__ assigns to self, as a first instance would,
