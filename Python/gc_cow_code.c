@@ -16,7 +16,7 @@
  * generic runs the same program, slower, which is why settling is
  * opt-in, for code bases whose workers run a long tail of code a few
  * times each.  Measured (make bench-code): 5,000 functions called 20 times
- * by a worker copy 9-48 B per function instead of 2,570-2,818; the
+ * by a worker copy under 60 B per function instead of about 2,600; the
  * pre-fork app's request path, whose lukewarm code stays generic, costs
  * 1.05x CPU over a process's first 3,000 requests.  See docs/design.md,
  * section 8 ("Writes into inherited code and classes").
