@@ -18,7 +18,7 @@
  * times each.  Measured (make bench-code): 5,000 functions called 20 times
  * by a worker copy under 60 B per function instead of about 2,600; the
  * pre-fork app's request path, whose lukewarm code stays generic, costs
- * 1.05x CPU over a process's first 3,000 requests.  See docs/design.md,
+ * 1.12-1.15x CPU over a process's first 300 requests.  See docs/design.md,
  * section 8 ("Writes into inherited code and classes").
  */
 

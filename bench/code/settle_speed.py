@@ -2,7 +2,7 @@
 path, in one process, with and without settled code.
 
     python3 bench/code/settle_speed.py STOCK COWPY [--requests 300,3000]
-        [--rounds 6] [--users 2000] [--site DIR]
+        [--rounds 12] [--users 2000] [--site DIR]
 
 Each run is a fresh interpreter that imports bench/prefork/app.py (its heap
 and its code), calls gc.freeze(immortalize=True) where the interpreter has
@@ -73,7 +73,7 @@ def main():
     ap.add_argument("cowpy")
     ap.add_argument("--requests", default="300,3000",
                     help="requests per run, comma-separated")
-    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--users", type=int, default=2000,
                     help="PREFORK_USERS (the heap's size)")
     ap.add_argument("--site", default=os.path.join(ROOT, "build",
