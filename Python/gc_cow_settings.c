@@ -76,6 +76,28 @@ get_xoption(const PyConfig *config, const wchar_t *name, char *buf,
     return found;
 }
 
+/* A choice option: PYTHONxxx (ignored under -E, or when empty), then -X
+   NAME=VALUE, which wins.  *out keeps its default when neither is set.
+   Returns NULL, or which of the two had a value not in names (ENV_BAD or
+   XOPTION_BAD), for the caller's error message. */
+static const char ENV_BAD[] = "env", XOPTION_BAD[] = "-X";
+
+static const char *
+read_choice(const PyConfig *config, const char *env, const wchar_t *xopt,
+            const char *const *names, int *out)
+{
+    char buf[32];
+    const char *v = config->use_environment ? getenv(env) : NULL;
+    if (v != NULL && v[0] != '\0' && (*out = choice_index(v, names)) < 0) {
+        return ENV_BAD;
+    }
+    v = get_xoption(config, xopt, buf, sizeof(buf));
+    if (v != NULL && (*out = choice_index(v, names)) < 0) {
+        return XOPTION_BAD;
+    }
+    return NULL;
+}
+
 PyStatus
 _PyGC_CowInit(PyInterpreterState *interp)
 {
@@ -87,34 +109,24 @@ _PyGC_CowInit(PyInterpreterState *interp)
     char buf[32];
     const char *v;
 
-    v = config->use_environment ? getenv("PYTHONCOWGC") : NULL;
-    if (v != NULL && v[0] != '\0') {
-        if ((_PyGC_cow.mode = choice_index(v, mode_names)) < 0) {
-            return _PyStatus_ERR("PYTHONCOWGC: invalid value; "
-                                 "expected default, arena or stock");
-        }
+    const char *bad;
+    if ((bad = read_choice(config, "PYTHONCOWGC", L"cowgc", mode_names,
+                           &_PyGC_cow.mode)) != NULL) {
+        return bad == ENV_BAD
+            ? _PyStatus_ERR("PYTHONCOWGC: invalid value; "
+                            "expected default, arena or stock")
+            : _PyStatus_ERR("-X cowgc: invalid value; "
+                            "expected default, arena or stock");
     }
-    v = get_xoption(config, L"cowgc", buf, sizeof(buf));
-    if (v != NULL && (_PyGC_cow.mode = choice_index(v, mode_names)) < 0) {
-        return _PyStatus_ERR("-X cowgc: invalid value; "
-                             "expected default, arena or stock");
-    }
-
     /* Freeze-at-fork defaults to on, except in stock mode. */
     _PyGC_cow.fork_mode = _PyGC_cow.mode != COW_MODE_STOCK;
-    v = config->use_environment ? getenv("PYTHONCOWFORK") : NULL;
-    if (v != NULL && v[0] != '\0') {
-        if ((_PyGC_cow.fork_mode = choice_index(v, fork_names)) < 0) {
-            return _PyStatus_ERR("PYTHONCOWFORK: invalid value; "
-                                 "expected off, freeze or immortal");
-        }
-    }
-    v = get_xoption(config, L"cowfork", buf, sizeof(buf));
-    if (v != NULL
-        && (_PyGC_cow.fork_mode = choice_index(v, fork_names)) < 0)
-    {
-        return _PyStatus_ERR("-X cowfork: invalid value; "
-                             "expected off, freeze or immortal");
+    if ((bad = read_choice(config, "PYTHONCOWFORK", L"cowfork", fork_names,
+                           &_PyGC_cow.fork_mode)) != NULL) {
+        return bad == ENV_BAD
+            ? _PyStatus_ERR("PYTHONCOWFORK: invalid value; "
+                            "expected off, freeze or immortal")
+            : _PyStatus_ERR("-X cowfork: invalid value; "
+                            "expected off, freeze or immortal");
     }
 
     /* The differential oracle: debug builds only, and never silently
@@ -140,35 +152,23 @@ _PyGC_CowInit(PyInterpreterState *interp)
     }
     /* The allocator's set-aside after fork (Objects/obmalloc_cow.c). */
     int alloc_mode = 0;
-    v = config->use_environment ? getenv("PYTHONCOWALLOC") : NULL;
-    if (v != NULL && v[0] != '\0') {
-        if ((alloc_mode = choice_index(v, _PyObject_CowAllocModes)) < 0) {
-            return _PyStatus_ERR("PYTHONCOWALLOC: invalid value; "
-                                 "expected aside or stock");
-        }
-    }
-    v = get_xoption(config, L"cowalloc", buf, sizeof(buf));
-    if (v != NULL
-        && (alloc_mode = choice_index(v, _PyObject_CowAllocModes)) < 0)
-    {
-        return _PyStatus_ERR("-X cowalloc: invalid value; "
-                             "expected aside or stock");
+    if ((bad = read_choice(config, "PYTHONCOWALLOC", L"cowalloc",
+                           _PyObject_CowAllocModes, &alloc_mode)) != NULL) {
+        return bad == ENV_BAD
+            ? _PyStatus_ERR("PYTHONCOWALLOC: invalid value; "
+                            "expected aside or stock")
+            : _PyStatus_ERR("-X cowalloc: invalid value; "
+                            "expected aside or stock");
     }
     _PyObject_CowAllocSetMode(alloc_mode);
     /* Settled code (gc_cow_code.c). */
-    v = config->use_environment ? getenv("PYTHONCOWCODE") : NULL;
-    if (v != NULL && v[0] != '\0') {
-        if ((_PyGC_cow.code_mode = choice_index(v, code_names)) < 0) {
-            return _PyStatus_ERR("PYTHONCOWCODE: invalid value; "
-                                 "expected settle or stock");
-        }
-    }
-    v = get_xoption(config, L"cowcode", buf, sizeof(buf));
-    if (v != NULL
-        && (_PyGC_cow.code_mode = choice_index(v, code_names)) < 0)
-    {
-        return _PyStatus_ERR("-X cowcode: invalid value; "
-                             "expected settle or stock");
+    if ((bad = read_choice(config, "PYTHONCOWCODE", L"cowcode", code_names,
+                           &_PyGC_cow.code_mode)) != NULL) {
+        return bad == ENV_BAD
+            ? _PyStatus_ERR("PYTHONCOWCODE: invalid value; "
+                            "expected settle or stock")
+            : _PyStatus_ERR("-X cowcode: invalid value; "
+                            "expected settle or stock");
     }
 
 #ifdef HAVE_PTHREAD_H
