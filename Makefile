@@ -443,10 +443,12 @@ bench-exit: all
 
 # Writes into inherited code (#17): what a worker copies of the code it
 # runs (memory), and what settled code costs in speed (interleaved CPU).
-bench-code: all
+bench-code: all servers-deps
 	@mkdir -p $(RESULTS)
 	@$(STOCK) bench/code/code_writes.py $(STOCK) $(COWPY) \
 	    --calls-sweep 1,5,50,200 | tee $(RESULTS)/code_writes.txt
+	@$(STOCK) bench/code/django_writes.py $(STOCK) $(COWPY) \
+	    | tee $(RESULTS)/code_django.txt
 	@$(STOCK) bench/code/settle_speed.py $(STOCK) $(COWPY) \
 	    | tee $(RESULTS)/code_settle_speed.txt
 

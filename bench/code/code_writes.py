@@ -72,6 +72,9 @@ import subprocess
 import sys
 import tempfile
 
+import bytecode_diff
+from bytecode_diff import COUNTER_CATS, RESUME_CAT
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 COWSTAT = os.path.join(ROOT, "Tools", "cowstat")
@@ -274,10 +277,6 @@ SWAPPED = 1 << 62
 EXCLUSIVE = 1 << 56
 PFN_MASK = (1 << 55) - 1
 
-RESUME_CAT = "RESUME -> RESUME_CHECK"
-COUNTER_CATS = ("warmup counter", "failed specialization (backoff)",
-                "miss counter (specialized, deopt backoff)",
-                "branch history", "jump counter")
 OTHER_BYTES = ("other", "bytes of no recorded object")
 NO_CHANGE = ("none", "copied, no byte changed")
 # POP_JUMP_IF_* store their branch history into their inline cache at
@@ -499,8 +498,6 @@ class Extents:
 
     def analyse(self, hot):
         import bisect
-        import dis
-        import opcode
         npg = self.npg
         mv = memoryview(self.scratch)
         flags = bytes(mv[16 * npg:17 * npg])
@@ -565,9 +562,6 @@ class Extents:
         # 2. Code objects with changed bytecode: each changed
         # instruction classified (master's vs worker's opcode, oparg and
         # inline cache entries).
-        opnames = dis._all_opname
-        deopt = dis._deoptop
-        ncache = opcode._inline_cache_entries
         units_of = {}
         for changes in page_changes.values():
             for j, off in changes:
@@ -584,61 +578,19 @@ class Extents:
             written_bytecode += hi - lo
             pb = parent_bytes(lo, hi)
             cb = child_bytes(lo, hi, pb)
-            i = 0
-            nunits = len(pb) // 2
-            while i < nunits:
-                pop, parg = pb[2 * i], pb[2 * i + 1]
-                base = deopt(pop)
-                name = opnames[base]
-                nc = ncache.get(name, 0)
-                hit = [u for u in range(i, i + 1 + nc) if u in units]
-                if hit:
-                    cop, carg = cb[2 * i], cb[2 * i + 1]
-                    nbytes = sum((pb[2 * u] != cb[2 * u]) +
-                                 (pb[2 * u + 1] != cb[2 * u + 1])
-                                 for u in hit)
-                    pc = int.from_bytes(pb[2 * i + 2:2 * i + 4], "little")
-                    cc = int.from_bytes(cb[2 * i + 2:2 * i + 4], "little")
-                    rest = slice(2 * i + 4, 2 * (i + 1 + nc))
-                    if deopt(cop) != base:
-                        cat = "other (family changed?)"
-                        inconsistent += 1
-                    elif pop != cop:
-                        if name == "RESUME":
-                            cat = RESUME_CAT
-                        elif pop == base:
-                            cat = "specialize"
-                        elif cop == base:
-                            cat = "deopt to generic"
-                        else:
-                            cat = "re-specialize"
-                    elif name.startswith("POP_JUMP_IF"):
-                        cat = "branch history"
-                    elif name == "JUMP_BACKWARD":
-                        cat = "jump counter"
-                    elif nc and pc != cc:
-                        if pop != base:
-                            cat = "miss counter (specialized, deopt backoff)"
-                        elif (cc & 0xF) > (pc & 0xF):
-                            cat = "failed specialization (backoff)"
-                        else:
-                            cat = "warmup counter"
-                    elif pb[rest] != cb[rest]:
-                        cat = "cache data only"
-                    elif parg != carg:
-                        cat = "oparg"
-                    else:
-                        cat = "other"
-                    fam = families.setdefault(name, {})
-                    c = fam.setdefault(cat, [0, 0])
-                    c[0] += 1
-                    c[1] += nbytes
-                    t = cats_total.setdefault(cat, [0, 0])
-                    t[0] += 1
-                    t[1] += nbytes
-                    for u in hit:
-                        unit_cat[(j, u)] = cat
-                i += 1 + nc
+            for _, name, cat, nbytes, hit in bytecode_diff.classify(
+                    pb, cb, units):
+                if cat == "other (family changed?)":
+                    inconsistent += 1
+                fam = families.setdefault(name, {})
+                c = fam.setdefault(cat, [0, 0])
+                c[0] += 1
+                c[1] += nbytes
+                t = cats_total.setdefault(cat, [0, 0])
+                t[0] += 1
+                t[1] += nbytes
+                for u in hit:
+                    unit_cat[(j, u)] = cat
 
         # Copied pages with no changed byte: do they hold the inline cache
         # of a POP_JUMP_IF of a hot code object?
@@ -657,13 +609,8 @@ class Extents:
                 if kinds[j] == KIND_CODE and starts[j] in hot_ids:
                     lo = starts[j] + self.basic
                     pb = parent_bytes(lo, ends[j])
-                    i = 0
-                    while i < len(pb) // 2:
-                        name = opnames[deopt(pb[2 * i])]
-                        if name.startswith("POP_JUMP_IF") and \
-                                addr <= lo + 2 * i + 2 < addr + PAGE:
-                            branch_pages.add(k)
-                        i += 1 + ncache.get(name, 0)
+                    if bytecode_diff.executes_pop_jump(pb, lo, addr, PAGE):
+                        branch_pages.add(k)
                 j -= 1
 
         # 3. Each copied page: the set of write kinds on it.

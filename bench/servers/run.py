@@ -120,16 +120,20 @@ def start_celery(python, env, work, workers, timeout=180):
     return proc
 
 
-def start_gunicorn(stack, python, env, work, workers, timeout=300):
+def start_gunicorn(stack, python, env, work, workers, timeout=300,
+                   config=None):
     """gunicorn --preload -w WORKERS serving STACK's app (its database and
-    log in WORK; the stock freeze hooks when SERVERS_RECIPE is set);
+    log in WORK; the stock freeze hooks when SERVERS_RECIPE is set, or
+    CONFIG, a gunicorn config file that applies them itself);
     returns (process, port) once /health answers and every worker runs.
     The caller stops it (stop())."""
     app, extra, _ = GUNICORN[stack]
     env = dict(env, SERVERS_DJANGO_DB=os.path.join(work, "db.sqlite3"),
                SERVERS_DJANGO_LOG=os.path.join(work, "app.log"))
     port = free_port()
-    hooks = ["-c", FREEZE_HOOKS] if env.get("SERVERS_RECIPE") else []
+    if config is None and env.get("SERVERS_RECIPE"):
+        config = FREEZE_HOOKS
+    hooks = ["-c", config] if config else []
     proc = subprocess.Popen(
         [python, "-m", "gunicorn", "--preload", "-w", str(workers),
          "-b", "127.0.0.1:%d" % port] + hooks + extra + [app],
