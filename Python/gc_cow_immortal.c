@@ -270,7 +270,8 @@ assign_keys_version(PyObject *dict)
    the inline capacity of instances created later shrinks (they keep the
    attribute names the table already has, plus one; a further new name
    materializes their __dict__, as it does once a class has had its 29th
-   instance). */
+   instance).  So first name, in the parent, what the class's methods
+   assign to self (prefill_cached_keys()). */
 static void prefill_cached_keys(PyTypeObject *tp, PyDictKeysObject *keys);
 
 static void
@@ -280,7 +281,10 @@ settle_cached_keys(PyTypeObject *tp)
         && (tp->tp_flags & Py_TPFLAGS_INLINE_VALUES))
     {
         PyDictKeysObject *keys = ((PyHeapTypeObject *)tp)->ht_cached_keys;
-        if (keys != NULL && keys->dk_nentries == 0) {
+        /* A new name resets the keys' version, on which the parent's
+           specialized method loads may guard: then leave the names as
+           they are (the workers' code keeps its specializations). */
+        if (keys != NULL && keys->dk_version == 0) {
             prefill_cached_keys(tp, keys);
         }
         if (keys != NULL && keys->dk_usable > 1) {
@@ -289,26 +293,18 @@ settle_cached_keys(PyTypeObject *tp)
     }
 }
 
-/* A class no instance of which was created before the walk has empty
-   shared keys: a worker's first instance would write its attribute names
-   into them (measured: 2,020 B per class in bench/code/code_writes.py's
-   per-call shape, 1,832 of them the keys).  Add now, in the parent, the
-   names its __init__ assigns to self (`self.NAME = ...`: STORE_ATTR right
-   after loading local 0), in order, as a first instance would.  Which
-   names a class's keys hold changes no behaviour: an instance that never
-   sets one leaves its slot empty, as instances of a class whose first
-   instance had more attributes do; a name a data descriptor handles is
-   never stored in the slot. */
-static void
-prefill_cached_keys(PyTypeObject *tp, PyDictKeysObject *keys)
+/* Add to keys the names that code assigns to its first argument
+   (`self.NAME = ...`: STORE_ATTR right after loading local 0), in order.
+   -1 once the keys are full. */
+static int
+add_self_stores(PyDictKeysObject *keys, PyObject *func)
 {
-    PyObject *init = _PyType_Lookup(tp, &_Py_ID(__init__));
-    if (init == NULL || !PyFunction_Check(init)) {
-        return;
+    if (func == NULL || !PyFunction_Check(func)) {
+        return 0;
     }
-    PyCodeObject *co = (PyCodeObject *)PyFunction_GET_CODE(init);
+    PyCodeObject *co = (PyCodeObject *)PyFunction_GET_CODE(func);
     if (co->co_argcount < 1) {
-        return;                         /* self is not local 0 */
+        return 0;                       /* no self */
     }
     _Py_CODEUNIT *instr = _PyCode_CODE(co);
     Py_ssize_t nnames = PyTuple_GET_SIZE(co->co_names);
@@ -323,7 +319,7 @@ prefill_cached_keys(PyTypeObject *tp, PyDictKeysObject *keys)
             if (!PyUnicode_CheckExact(name)
                 || _PyDictKeys_CowAddSharedKey(keys, name) < 0)
             {
-                return;                 /* full */
+                return -1;              /* full */
             }
         }
         /* Local 0 (self) pushed last: LOAD_FAST 0, or the second of a
@@ -335,6 +331,85 @@ prefill_cached_keys(PyTypeObject *tp, PyDictKeysObject *keys)
                               && (oparg & 15) == 0));
         extended = opcode == EXTENDED_ARG;
         i += _PyOpcode_Caches[opcode];
+    }
+    return 0;
+}
+
+/* A property's fget or fset (NAME), read through property's own member
+   table: descrobject.c keeps its struct private. */
+static PyObject *
+property_accessor(PyObject *prop, const char *name)
+{
+    for (PyMemberDef *m = PyProperty_Type.tp_members;
+         m != NULL && m->name != NULL; m++)
+    {
+        if (strcmp(m->name, name) == 0) {
+            return *(PyObject **)((char *)prop + m->offset);
+        }
+    }
+    return NULL;
+}
+
+/* Name a class's shared keys after the attributes its methods assign to
+   self, as its instances would: without them, a worker's first instance
+   wrote its names into the inherited keys (measured: 2,020 B per class in
+   bench/code/code_writes.py's per-call shape, 1,832 of them the keys),
+   and a name an instance gets after __init__ (set in another method or a
+   property, as request objects set their lazy attributes) found the
+   settled keys full: the instance got a __dict__, slower to use (1.34x
+   CPU on an attribute-heavy loop).  First the __init__s along the MRO,
+   then every other function and property accessor of each class in it,
+   until the keys are full (30 names).  Which names the keys hold changes
+   no behaviour: an instance that never sets one leaves its slot empty,
+   and a name a data descriptor handles is never stored in the slot. */
+static void
+prefill_cached_keys(PyTypeObject *tp, PyDictKeysObject *keys)
+{
+    PyObject *mro = tp->tp_mro;
+    if (mro == NULL || !PyTuple_Check(mro)) {
+        return;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(mro); k++) {
+            PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, k);
+            PyObject *dict = base->tp_dict;
+            if (!(base->tp_flags & Py_TPFLAGS_HEAPTYPE)
+                || dict == NULL || !PyDict_CheckExact(dict))
+            {
+                continue;               /* object, builtins: no Python */
+            }
+            if (pass == 0) {
+                PyObject *init = PyDict_GetItemWithError(
+                    dict, &_Py_ID(__init__));   /* borrowed */
+                if (init == NULL && PyErr_Occurred()) {
+                    PyErr_Clear();
+                    return;
+                }
+                if (add_self_stores(keys, init) < 0) {
+                    return;
+                }
+                continue;
+            }
+            Py_ssize_t pos = 0;
+            PyObject *key, *value;
+            while (PyDict_Next(dict, &pos, &key, &value)) {
+                if (Py_IS_TYPE(value, &PyProperty_Type)) {
+                    if (add_self_stores(keys,
+                                        property_accessor(value, "fget")) < 0
+                        || add_self_stores(keys,
+                                           property_accessor(value, "fset"))
+                           < 0)
+                    {
+                        return;
+                    }
+                }
+                else if (key != &_Py_ID(__init__)
+                         && add_self_stores(keys, value) < 0)
+                {
+                    return;
+                }
+            }
+        }
     }
 }
 

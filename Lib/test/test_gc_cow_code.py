@@ -229,6 +229,51 @@ class SharedKeysTests(unittest.TestCase):
                                True, ["a", "b", "c", "d", "extra"], 6])
 
 
+    def test_names_set_after_init(self):
+        # Request objects set attributes lazily, in other methods and
+        # properties: with only __init__'s names, the settled keys' one
+        # free slot took the first of them and the next gave the instance
+        # a __dict__ (slower to use).  The walk names them too, along the
+        # MRO.
+        import_helper.import_module("_testinternalcapi")
+        res = run("""
+            import _testinternalcapi as t
+            class Base:
+                def load(self):
+                    self.loaded = True
+            class R(Base):
+                def __init__(self, scope):
+                    self.scope = scope
+                @property
+                def headers(self):
+                    if not hasattr(self, "_headers"):
+                        self._headers = {"h": 1}
+                    return self._headers
+                @headers.setter
+                def headers(self, value):
+                    self._set = value
+                def body(self):
+                    self._body = b"x"
+                    self.body = "shadows the method"
+                    return self._body
+            gc.freeze(immortalize=True)
+            r = R(1)
+            r.load(); r.headers; r.headers = 2
+            first = R.body(r)
+            r.late = 3          # named nowhere: the one free slot
+            inline = t.has_inline_values(r)
+            r.later = 4         # past it: a __dict__
+            print(json.dumps([inline, t.has_inline_values(r),
+                              list(vars(r)), first.decode(), r.body,
+                              r.headers, r._set, r.loaded]))
+        """, PYTHONCOWCODE="")
+        self.assertEqual(res, [
+            True, False,
+            ["scope", "loaded", "_headers", "_set", "_body", "body", "late",
+             "later"],
+            "x", "shadows the method", {"h": 1}, 2, True])
+
+
 class OptionTests(unittest.TestCase):
 
     def mode(self, args, env):
