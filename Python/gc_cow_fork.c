@@ -225,5 +225,20 @@ _PyGC_CowAfterForkChild(PyThreadState *tstate)
     }
 }
 
+int
+_PyGC_CowChildExiting(PyInterpreterState *interp)
+{
+    return cow_flag(&_PyGC_cow.child)
+           && _Py_IsMainInterpreter(interp)
+           && _PyInterpreterState_GetFinalizing(interp) != NULL;
+}
+
+#else  /* Py_GIL_DISABLED: cowpy's fork handling is not built */
+
+int
+_PyGC_CowChildExiting(PyInterpreterState *Py_UNUSED(interp))
+{
+    return 0;
+}
 
 #endif  /* !Py_GIL_DISABLED */

@@ -113,6 +113,15 @@ extern void _PyGC_CowNoteStackList(_PyGC_CowStackList which,
    finalizer) goes on. */
 extern void _PyGC_CowAfterForkChild(PyThreadState *tstate);
 
+/* Whether this is a forked child's shutdown (the main interpreter
+   finalizing in a child): then module teardown and the interned strings'
+   teardown leave inherited immortal objects unwritten, instead of writing
+   a page of the inherited heap per object for nothing (#15; hooks in
+   moduleobject.c, unicodeobject.c and pylifecycle.c, patch 0018).  An
+   immortal object is never freed: what that teardown would write into it
+   releases nothing. */
+extern int _PyGC_CowChildExiting(PyInterpreterState *interp);
+
 /* The gc module's cowpy functions, added by gcmodule_exec(). */
 extern PyMethodDef _PyGC_CowMethods[];
 

@@ -50,6 +50,29 @@ print((ru.ru_minflt - before) * 4)
 """
 
 
+# Modules whose globals (names interned by the compiler, tuple values)
+# the immortal mode makes immortal; the child exits at once.
+MODULE_EXIT = """
+import os, resource, sys, types
+n = int(sys.argv[1])
+for k in range(10):
+    m = types.ModuleType("cowmod%d" % k)
+    exec("\\n".join("name_%d_%d = ('value', %d)" % (k, i, i)
+                   for i in range(n // 10)), m.__dict__)
+    sys.modules[m.__name__] = m
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(w, b"%d" % resource.getrusage(0).ru_minflt)
+    sys.exit(0)
+os.close(w)
+before = int(os.read(r, 100))
+_, status, ru = os.wait4(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0
+print((ru.ru_minflt - before) * 4)
+"""
+
+
 def exit_kib(items, mode):
     env = {}
     if mode in ("freeze", "immortal"):
@@ -71,6 +94,49 @@ class ExitTests(unittest.TestCase):
                 large = exit_kib(300_000, mode)
                 self.assertLess(large, 4096, (small, large))
                 self.assertLess(large - small, 1024, (small, large))
+
+    @support.requires_resource("cpu")
+    def test_module_teardown_copies_little_and_flat(self):
+        # Module teardown set every global to None and interned-string
+        # teardown rewrote every string's state, page by page of the
+        # inherited heap: 10.5 MiB per exiting gunicorn worker, and
+        # growing with the modules.  Immortal objects are now left as
+        # they are.
+        def kib(n):
+            rc, out, err = assert_python_ok(
+                "-c", MODULE_EXIT, str(n), __isolated=False,
+                PYTHONCOWFORK="immortal")
+            return int(out)
+        small, large = kib(20_000), kib(100_000)
+        self.assertLess(large, 4096, (small, large))
+        self.assertLess(large - small, 1024, (small, large))
+
+    def test_teardown_keeps_immortal_globals(self):
+        # In a forked child's teardown, a global whose value is immortal
+        # keeps it (stock sets CONST to None before it releases fin); a
+        # child-made object in a global is still released, and its
+        # finalizer runs (and may use the immortal globals; os, mortal
+        # in the freeze mode, is None by then, as in stock).
+        for mode in ("immortal", "freeze"):
+            with self.subTest(mode=mode):
+                out = self.check_child("""
+                    import types
+                    mod = types.ModuleType("cowmod")
+                    sys.modules["cowmod"] = mod
+                    mod.CONST = 7
+                    mod.os = os
+                    r, w = os.pipe()
+                    mod.w = w
+                    if child_then(lambda status: print("status", status)):
+                        exec("class Fin:\\n"
+                             "    def __del__(self, write=os.write):\\n"
+                             "        write(w, b'del-%r' % (CONST,))\\n"
+                             "fin = Fin()\\n", mod.__dict__)
+                        sys.exit(0)
+                    os.close(w)
+                    print(os.read(r, 100).decode() or "nothing")
+                """, mode)
+                self.assertEqual(out, ["status", "0", "del-7"])
 
     def check_child(self, body, fork_mode="freeze"):
         code = textwrap.dedent("""
