@@ -13,7 +13,10 @@ PSS is the sum of every process's /proc/PID/smaps_rollup Pss (cowstat's
 reader), sampled every --interval seconds from a thread while wrk runs.
   hup      wrk for --duration s; at a third of it the steady PSS is the
            median of the last second's samples, then SIGHUP: gunicorn
-           starts 4 new workers and stops the old ones gracefully.
+           starts 4 new workers and stops the old ones gracefully; for
+           2 s from the signal, samples follow each other without a
+           pause, and each round says how many saw old and new workers
+           at once ("overlap samples").
   recycle  gunicorn --max-requests 1000 (+-100 jitter); steady PSS is
            the median of all samples, peak their maximum.
 """
@@ -65,6 +68,10 @@ class Sampler(threading.Thread):
         self.master, self.interval = master, interval
         self.samples = []           # (t, tree PSS KiB, tree_sample())
         self.stop = threading.Event()
+        # Back-to-back samples until then (monotonic time): old workers
+        # leave a HUP within a few tenths of a second, and one sample of
+        # the distinct pages takes over 100 ms.
+        self.dense_until = 0.0
 
     def run(self):
         while not self.stop.is_set():
@@ -73,7 +80,8 @@ class Sampler(threading.Thread):
                 self.samples.append((time.monotonic(),
                                      sum(v[0] for v in procs.values()),
                                      procs, tree_unique(procs)))
-            self.stop.wait(self.interval)
+            if time.monotonic() >= self.dense_until:
+                self.stop.wait(self.interval)
 
 
 def breakdown(procs, master, old):
@@ -114,6 +122,7 @@ def one(python, mode, scenario, args, site, base_env):
             def hup():
                 time.sleep(args.duration / 3)
                 result["t_hup"] = time.monotonic()
+                sampler.dense_until = result["t_hup"] + 2.0
                 os.kill(proc.pid, signal.SIGHUP)
             t = threading.Thread(target=hup, daemon=True)
             t.start()
@@ -136,7 +145,12 @@ def one(python, mode, scenario, args, site, base_env):
             top = max(after, key=lambda x: x[3])
             st = min(before, key=lambda x: abs(x[3] - ust))
             old = set(st[2]) - {proc.pid}
-            extra = {"at_steady": breakdown(st[2], proc.pid, old),
+            # Samples that saw old and new workers at once: a peak with
+            # none may have fallen between samples.
+            overlap = sum(1 for x in after
+                          if set(x[2]) & old and set(x[2]) - old - {proc.pid})
+            extra = {"overlap": overlap,
+                     "at_steady": breakdown(st[2], proc.pid, old),
                      "at_peak": breakdown(top[2], proc.pid, old),
                      "peak_after_hup": top[0] - th,
                      "unique_steady": statistics.median(
@@ -228,6 +242,8 @@ def main():
                 print("      distinct pages peak/steady by round: %s"
                       % ", ".join("%.2fx" % (x["unique_peak"]
                                              / x["unique_steady"])
+                                  + (" (%d overlap samples)" % x["overlap"]
+                                     if "overlap" in x else "")
                                   for x in rs))
             if "at_peak" in r:
                 print("      steady: %s\n      distinct-pages peak (%.2f s "
