@@ -19,9 +19,24 @@ if not hasattr(gc, "get_cow_mode"):
 if not hasattr(os, "fork") or not hasattr(os, "wait4"):
     raise unittest.SkipTest("needs os.fork and os.wait4")
 
-# The parent builds an app-like heap, forks a child that reads part of it
-# and exits with sys.exit(); the parent prints the KiB the child's exit
-# faulted in (minor faults after the child's last report, x 4).
+# The parent forks a child that runs child_work() and exits with
+# sys.exit(); the parent prints the KiB the child's exit faulted in (minor
+# faults after the child's last report, x 4).
+FORK_AND_MEASURE = """
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    child_work()
+    os.write(w, b"%d" % resource.getrusage(0).ru_minflt)
+    sys.exit(0)
+os.close(w)
+before = int(os.read(r, 100))
+_, status, ru = os.wait4(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0
+print((ru.ru_minflt - before) * 4)
+"""
+
+# An app-like heap; the child reads part of it.
 EXIT_COST = """
 import gc, os, resource, sys
 items = int(sys.argv[1])
@@ -36,18 +51,10 @@ heap = [Item(i) for i in range(items)]
 index = {it.name: it for it in heap}
 if sys.argv[2] == "freeze-by-hand":
     gc.freeze()
-r, w = os.pipe()
-pid = os.fork()
-if pid == 0:
+
+def child_work():
     sum(it.meta["id"] for it in heap[: items // 20])
-    os.write(w, b"%d" % resource.getrusage(0).ru_minflt)
-    sys.exit(0)
-os.close(w)
-before = int(os.read(r, 100))
-_, status, ru = os.wait4(pid, 0)
-assert os.waitstatus_to_exitcode(status) == 0
-print((ru.ru_minflt - before) * 4)
-"""
+""" + FORK_AND_MEASURE
 
 
 # Modules whose globals (names interned by the compiler, tuple values)
@@ -60,17 +67,10 @@ for k in range(10):
     exec("\\n".join("name_%d_%d = ('value', %d)" % (k, i, i)
                    for i in range(n // 10)), m.__dict__)
     sys.modules[m.__name__] = m
-r, w = os.pipe()
-pid = os.fork()
-if pid == 0:
-    os.write(w, b"%d" % resource.getrusage(0).ru_minflt)
-    sys.exit(0)
-os.close(w)
-before = int(os.read(r, 100))
-_, status, ru = os.wait4(pid, 0)
-assert os.waitstatus_to_exitcode(status) == 0
-print((ru.ru_minflt - before) * 4)
-"""
+
+def child_work():
+    pass
+""" + FORK_AND_MEASURE
 
 
 def exit_kib(items, mode):
