@@ -78,22 +78,26 @@ get_xoption(const PyConfig *config, const wchar_t *name, char *buf,
 
 /* A choice option: PYTHONxxx (ignored under -E, or when empty), then -X
    NAME=VALUE, which wins.  *out keeps its default when neither is set.
-   Returns NULL, or which of the two had a value not in names (ENV_BAD or
-   XOPTION_BAD), for the caller's error message. */
-static const char ENV_BAD[] = "env", XOPTION_BAD[] = "-X";
-
+   Returns NULL, or for a value not in names the message that names where
+   it came from and lists the EXPECTED values (in a static buffer:
+   start-up fails on it at once). */
 static const char *
 read_choice(const PyConfig *config, const char *env, const wchar_t *xopt,
-            const char *const *names, int *out)
+            const char *const *names, const char *expected, int *out)
 {
+    static char msg[128];
     char buf[32];
     const char *v = config->use_environment ? getenv(env) : NULL;
     if (v != NULL && v[0] != '\0' && (*out = choice_index(v, names)) < 0) {
-        return ENV_BAD;
+        PyOS_snprintf(msg, sizeof(msg), "%s: invalid value; expected %s",
+                      env, expected);
+        return msg;
     }
     v = get_xoption(config, xopt, buf, sizeof(buf));
     if (v != NULL && (*out = choice_index(v, names)) < 0) {
-        return XOPTION_BAD;
+        PyOS_snprintf(msg, sizeof(msg), "-X %ls: invalid value; expected %s",
+                      xopt, expected);
+        return msg;
     }
     return NULL;
 }
@@ -111,22 +115,16 @@ _PyGC_CowInit(PyInterpreterState *interp)
 
     const char *bad;
     if ((bad = read_choice(config, "PYTHONCOWGC", L"cowgc", mode_names,
+                           "default, arena or stock",
                            &_PyGC_cow.mode)) != NULL) {
-        return bad == ENV_BAD
-            ? _PyStatus_ERR("PYTHONCOWGC: invalid value; "
-                            "expected default, arena or stock")
-            : _PyStatus_ERR("-X cowgc: invalid value; "
-                            "expected default, arena or stock");
+        return _PyStatus_ERR(bad);
     }
     /* Freeze-at-fork defaults to on, except in stock mode. */
     _PyGC_cow.fork_mode = _PyGC_cow.mode != COW_MODE_STOCK;
     if ((bad = read_choice(config, "PYTHONCOWFORK", L"cowfork", fork_names,
+                           "off, freeze or immortal",
                            &_PyGC_cow.fork_mode)) != NULL) {
-        return bad == ENV_BAD
-            ? _PyStatus_ERR("PYTHONCOWFORK: invalid value; "
-                            "expected off, freeze or immortal")
-            : _PyStatus_ERR("-X cowfork: invalid value; "
-                            "expected off, freeze or immortal");
+        return _PyStatus_ERR(bad);
     }
 
     /* The differential oracle: debug builds only, and never silently
@@ -153,22 +151,16 @@ _PyGC_CowInit(PyInterpreterState *interp)
     /* The allocator's set-aside after fork (Objects/obmalloc_cow.c). */
     int alloc_mode = 0;
     if ((bad = read_choice(config, "PYTHONCOWALLOC", L"cowalloc",
-                           _PyObject_CowAllocModes, &alloc_mode)) != NULL) {
-        return bad == ENV_BAD
-            ? _PyStatus_ERR("PYTHONCOWALLOC: invalid value; "
-                            "expected aside or stock")
-            : _PyStatus_ERR("-X cowalloc: invalid value; "
-                            "expected aside or stock");
+                           _PyObject_CowAllocModes, "aside or stock",
+                           &alloc_mode)) != NULL) {
+        return _PyStatus_ERR(bad);
     }
     _PyObject_CowAllocSetMode(alloc_mode);
     /* Settled code (gc_cow_code.c). */
     if ((bad = read_choice(config, "PYTHONCOWCODE", L"cowcode", code_names,
+                           "settle or stock",
                            &_PyGC_cow.code_mode)) != NULL) {
-        return bad == ENV_BAD
-            ? _PyStatus_ERR("PYTHONCOWCODE: invalid value; "
-                            "expected settle or stock")
-            : _PyStatus_ERR("-X cowcode: invalid value; "
-                            "expected settle or stock");
+        return _PyStatus_ERR(bad);
     }
 
 #ifdef HAVE_PTHREAD_H
