@@ -33,7 +33,7 @@ fuzz_seconds=${CHECK_FUZZ_SECONDS:-120}
 upstream=${CHECK_UPSTREAM:-test_gc test_finalization test_weakref test_descr \
 test_dict test_list test_asyncio test_threading test_os \
 test_multiprocessing_fork}
-ours="test_gc_cow test_gc_cow_immortal test_gc_cow_code test_gc_cow_fuzz"
+ours="test_gc_cow test_gc_cow_faults test_gc_cow_immortal test_gc_cow_code test_gc_cow_fuzz"
 
 # A clean environment: nothing of the caller's PYTHON* settings.
 for v in $(env | sed -n 's/^\(PYTHON[A-Z_]*\)=.*/\1/p'); do unset "$v"; done

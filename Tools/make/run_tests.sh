@@ -71,15 +71,15 @@ debug=$root/build/obj/cowpy-debug/python
 if [ "${COWPY_SKIP_DEBUG:-0}" != 1 ]; then
     if [ -x "$debug" ]; then
         regrtest_step debug-oracle env PYTHONCOWORACLE=1 PYTHONCOWGC=arena \
-            "$debug" -m test --timeout 1800 test_gc_cow test_gc_cow_immortal \
-            test_gc_cow_fuzz
+            "$debug" -m test --timeout 1800 test_gc_cow test_gc_cow_faults \
+            test_gc_cow_immortal test_gc_cow_fuzz
         # Default mode: shared collections with scratch in the headers
         # (before any fork) and in the side arena (after).
         regrtest_step debug-oracle-default env PYTHONCOWORACLE=1 \
             PYTHONCOWGC=default "$debug" -m test --timeout 1800 test_gc_cow \
-            test_gc_cow_immortal
+            test_gc_cow_faults test_gc_cow_immortal
         regrtest_step debug-refleak "$debug" -m test --timeout 1800 \
-            -R 3:3 test_gc_cow test_gc_cow_immortal
+            -R 3:3 test_gc_cow test_gc_cow_faults test_gc_cow_immortal
     else
         echo "== debug: $debug missing (make cowpy-debug)"
         failed=$((failed + 1))
