@@ -9,7 +9,7 @@
 #include "pycore_gc.h"
 #include "pycore_gc_cow.h"
 #include "pycore_interp.h"        // PyInterpreterState.gc
-#include "pycore_obmalloc_cow.h"  // _PyObject_CowAllocAfterForkChild()
+#include "pycore_obmalloc_cow.h"  // _PyObject_CowAllocAfterForkChild(), ...
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
 #include "gc_cow_internal.h"
 
@@ -90,6 +90,9 @@ _PyGC_CowBeforeFork(PyInterpreterState *interp)
         if (_PyGC_CowImmortalize(interp, 0) < 0) {
             _PyGC_cow.immortalize_failures++;
         }
+        /* After the walk, which frees its scratch: the heap is what the
+           workers will share. */
+        _PyObject_CowPlugHeapHoles();
     }
     else if (_PyGC_cow.fork_mode == COW_FORK_IMMORTAL) {
         _PyGC_cow.fork_walks_skipped++;

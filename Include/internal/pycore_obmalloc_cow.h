@@ -103,6 +103,12 @@ extern void _PyObject_CowReclaimPool(struct _obmalloc_state *state,
    No-op with PYTHONCOWALLOC=stock. */
 extern void _PyObject_CowAllocAfterForkChild(PyInterpreterState *interp);
 
+/* PyOS_BeforeFork(), at the fork whose immortalizing walk ran: fill the
+   C heap's free chunks (glibc's) so that children allocate elsewhere
+   than on the pages they share (Objects/obmalloc_cow.c).  No-op with
+   PYTHONCOWALLOC=stock, off the main thread, or without glibc. */
+extern void _PyObject_CowPlugHeapHoles(void);
+
 /* PYTHONCOWALLOC / -X cowalloc: the values, in mode order (0 = aside,
    the default; 1 = stock), and the setter _PyGC_CowInit() calls once it
    has read them with cowpy's other start-up options. */

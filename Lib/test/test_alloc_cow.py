@@ -7,7 +7,10 @@
 - no leak: pools reclaimed from the set-aside give their blocks back once
   empty; arena counts and RSS stay flat over many rounds;
 - a random alloc/free/realloc mix in a child and a grandchild, with and
-  without PYTHONMALLOC=pymalloc_debug.
+  without PYTHONMALLOC=pymalloc_debug;
+- the C heap's holes: a parent forking in the immortal mode fills its
+  glibc heap's free chunks, once, so that its children allocate
+  elsewhere.
 
 Every scenario runs in a fresh interpreter (its heap is then predictable),
 which forks itself.
@@ -27,7 +30,8 @@ if not hasattr(os, "fork"):
 
 STATS_KEYS = {"mode", "forks", "aside_at_last_fork", "new_at_last_fork",
               "free_blocks_at_last_fork", "aside", "aside_free_blocks",
-              "reclaimed", "failed_forks", "pool_layout"}
+              "reclaimed", "failed_forks", "heap_plugged_chunks",
+              "heap_plugged_kib", "pool_layout"}
 
 # Helpers for the scripts: run body() in a forked child, print its result
 # as JSON in the parent (which waits, writing nothing meanwhile).
@@ -275,6 +279,64 @@ class PlacementTests(unittest.TestCase):
                               "PYTHONMALLOC": "pymalloc_debug"})
         res = json.loads(out)
         self.check_outside(res)
+
+
+# The C heap's holes: 2,000-byte bytes objects (past pymalloc, so from
+# glibc's heap), every other one freed; two children, forked in the fork
+# mode given, allocate as many again.
+HEAP_HOLES = """
+    gc.set_fork_mode(os.environ["HOLES_FORK_MODE"])
+    keep = [bytes(2000) for _ in range(4000)]
+    holes = {id(b) for b in keep[::2]}
+    del keep[::2]
+    def body():
+        new = [bytes(2000) for _ in range(2000)]
+        return {"reused": sum(id(b) in holes for b in new),
+                "stats": sys._cow_alloc_stats()}
+    print(json.dumps({"first": in_child(body), "second": in_child(body),
+                      "parent": sys._cow_alloc_stats()}))
+    """
+
+
+@unittest.skipUnless(sys.platform == "linux"
+                     and __import__("platform").libc_ver()[0] == "glibc",
+                     "fills glibc's heap only")
+@unittest.skipIf(support.check_sanitizer(address=True, memory=True,
+                                         thread=True),
+                 "a sanitizer's allocator replaces glibc's")
+class HeapHoleTests(unittest.TestCase):
+    def holes(self, fork_mode, alloc_mode="aside"):
+        import json
+        return json.loads(run(HEAP_HOLES,
+                              env={"PYTHONCOWALLOC": alloc_mode,
+                                   "HOLES_FORK_MODE": fork_mode}))
+
+    def test_immortal_fork_fills_the_holes_once(self):
+        res = self.holes("immortal")
+        self.assertEqual(res["first"]["reused"], 0, res)
+        # Filled for good: a later fork finds them filled still, and
+        # fills nothing more (the walk, and with it the filling, ran at
+        # the first fork only).
+        self.assertEqual(res["second"]["reused"], 0, res)
+        plugged = res["parent"]["heap_plugged_chunks"]
+        self.assertGreaterEqual(plugged, 2000, res)
+        self.assertGreaterEqual(res["parent"]["heap_plugged_kib"], 3500, res)
+        self.assertEqual(res["first"]["stats"]["heap_plugged_chunks"],
+                         plugged)
+        self.assertEqual(res["second"]["stats"]["heap_plugged_chunks"],
+                         plugged)
+
+    def test_freeze_mode_leaves_them(self):
+        # Control: glibc refills the parent's holes first.
+        res = self.holes("freeze")
+        self.assertGreater(res["first"]["reused"], 1000, res)
+        self.assertEqual(res["parent"]["heap_plugged_chunks"], 0, res)
+
+    def test_stock_alloc_mode_leaves_them(self):
+        res = self.holes("immortal", "stock")
+        self.assertGreater(res["first"]["reused"], 1000, res)
+        self.assertEqual(res["parent"]["heap_plugged_chunks"], 0, res)
+        self.assertEqual(res["parent"]["heap_plugged_kib"], 0, res)
 
 
 class NoLeakTests(unittest.TestCase):
