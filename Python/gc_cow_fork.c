@@ -11,6 +11,7 @@
 #include "pycore_interp.h"        // PyInterpreterState.gc
 #include "pycore_obmalloc_cow.h"  // _PyObject_CowAllocAfterForkChild(), ...
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
+#include "pycore_unicode_cow.h"   // _PyUnicode_CowAfterForkChild()
 #include "gc_cow_internal.h"
 
 #if !defined(Py_GIL_DISABLED)
@@ -206,6 +207,8 @@ _PyGC_CowAfterForkChild(PyThreadState *tstate)
        announced is the atfork child handler's to say. */
     cow_set_flag(&_PyGC_cow.child, 1);
     cow_set_flag(&_PyGC_cow.fork_walked, 0);
+    /* New interned strings stay off the inherited (immortal) dict. */
+    _PyUnicode_CowAfterForkChild(_PyGC_CowImmortalized() > 0);
     if (_Py_IsMainInterpreter(tstate->interp)
         && _Py_atomic_load_int_relaxed(&gcstate->collecting)
         && collecting_tstate != tstate)

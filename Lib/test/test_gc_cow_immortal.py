@@ -1,5 +1,6 @@
 """Tests for cowpy's immortalizing walk (Python/gc_cow_immortal.c):
-gc.freeze(immortalize=True) and the 'immortal' fork mode.
+gc.freeze(immortalize=True), the 'immortal' fork mode, and the interned strings
+of a child whose inherited heap is immortal (Objects/unicode_cow.c).
 """
 
 import gc
@@ -680,6 +681,77 @@ class ImmortalForkRuleTests(unittest.TestCase):
             print(json.dumps([f()]))
         """)
         self.assertEqual(res, [True])
+
+
+# A parent with 200,000 interned strings forks (in the fork mode given);
+# the child interns 500 new ones and reports what that copied, and what
+# interning means there.
+INTERN = """
+import gc, json, os, sys
+gc.set_fork_mode(sys.argv[1])
+names = [sys.intern("inherited_name_%d" % i) for i in range(200000)]
+def private_kib():
+    with open("/proc/self/smaps_rollup") as f:
+        return sum(int(line.split()[1]) for line in f
+                   if line.startswith(("Private_Clean", "Private_Dirty")))
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    n0 = sys.getunicodeinternedsize()
+    p0 = private_kib()
+    new = [sys.intern("child_name_%d" % i) for i in range(500)]
+    copied = private_kib() - p0
+    res = {
+        "copied_kib": copied,
+        "added": sys.getunicodeinternedsize() - n0,
+        "same_new": sys.intern("".join(["child_name_", "7"])) is new[7],
+        "same_old": sys.intern("".join(["inherited_name_", "5"]))
+                    is names[5],
+        "attr": getattr(type("C", (), {"".join(["child_", "attr"]): 1}),
+                        "child_attr"),
+    }
+    del new
+    res["left"] = sys.getunicodeinternedsize() - n0
+    os.write(w, json.dumps(res).encode())
+    sys.exit(0)                 # the teardown clears the interned strings
+os.close(w)
+data = os.read(r, 65536)
+_, status = os.waitpid(pid, 0)
+print(json.dumps([json.loads(data), os.waitstatus_to_exitcode(status)]))
+"""
+
+
+@unittest.skipUnless(os.path.exists("/proc/self/smaps_rollup"),
+                     "needs /proc/self/smaps_rollup")
+class InternedStringTests(unittest.TestCase):
+    """A child of an immortalizing fork interns new strings in a dict of
+    its own (Objects/unicode_cow.c), not in the inherited one."""
+
+    def intern_in_child(self, fork_mode):
+        rc, out, err = assert_python_ok("-c", INTERN, fork_mode)
+        res, status = json.loads(out)
+        self.assertEqual(status, 0)
+        self.assertEqual(err, b"")
+        # Interning means what it means in stock: one object per value,
+        # old or new, and dropped strings leave (one is still held).
+        self.assertTrue(res["same_new"], res)
+        self.assertTrue(res["same_old"], res)
+        self.assertEqual(res["attr"], 1)
+        self.assertEqual(res["added"], 500, res)
+        self.assertLessEqual(res["left"], 3, res)
+        return res
+
+    def test_new_strings_leave_the_inherited_dict_unwritten(self):
+        res = self.intern_in_child("immortal")
+        # The new strings, their own dict and the pages of the interpreter
+        # that interning touches; not the inherited dict's 1 MiB index,
+        # of which 500 new keys would write about 220 pages.
+        self.assertLess(res["copied_kib"], 400, res)
+
+    def test_freeze_mode_writes_it(self):
+        # Control: a mortal heap's child interns as stock does.
+        res = self.intern_in_child("freeze")
+        self.assertGreater(res["copied_kib"], 800, res)
 
 
 class ImmortalizeArenaTests(ImmortalizeTests):
