@@ -56,6 +56,10 @@ class ServersTests(unittest.TestCase):
         a.update(kw)
         return type("Args", (), a)
 
+    # Limits: about 1.15-1.4x the ratios these short runs read with the
+    # C heap's holes filled and a child's own interned strings (django
+    # 0.109x, asgi 0.135-0.143x, celery 0.112x, multiprocessing 0.046x);
+    # django read 0.130-0.142x and asgi up to 0.179x before them.
     def bound(self, stack, immortal, recipe, limit):
         ratio = uss(immortal) / uss(recipe)
         print("%s: worker USS immortal %.1f MiB, stock+recipe %.1f MiB "
@@ -120,7 +124,7 @@ class ServersTests(unittest.TestCase):
             res[mode] = servers.run_celery(python, env, self.args(tasks=80))
             self.assertEqual(res[mode][4], 0)           # failed tasks
         self.bound("celery", res["cowpy-immortal"][0],
-                   res["stock+recipe"][0], 0.20)
+                   res["stock+recipe"][0], 0.15)
 
     # ------------------------------------------------ gunicorn stacks
     def serve(self, stack, mode, check):
@@ -179,7 +183,7 @@ class ServersTests(unittest.TestCase):
         with open(os.path.join(work, "app.log")) as f:
             lines = f.read().splitlines()
         self.assertGreaterEqual(len(lines), 200 // 3)
-        self.bound("django", workers, res["stock+recipe"][0], 0.30)
+        self.bound("django", workers, res["stock+recipe"][0], 0.125)
 
     def check_asgi(self, path, i, body):
         d = json.loads(body)
@@ -195,7 +199,7 @@ class ServersTests(unittest.TestCase):
             res[mode] = self.serve("asgi", mode, self.check_asgi)
         workers, health, _ = res["cowpy-immortal"]
         self.assertTrue(all(h["immortal"] for h in health))
-        self.bound("asgi", workers, res["stock+recipe"][0], 0.25)
+        self.bound("asgi", workers, res["stock+recipe"][0], 0.20)
 
 
 if __name__ == "__main__":
