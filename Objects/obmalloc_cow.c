@@ -292,6 +292,12 @@ _PyObject_CowAllocSetMode(int mode)
     cow_alloc.mode = mode;
 }
 
+int
+_PyObject_CowAllocAside(void)
+{
+    return cow_alloc.mode == COW_ALLOC_ASIDE;
+}
+
 
 /* ------------------------------------------------------------ stats */
 

@@ -17,7 +17,9 @@
  * one object per value, and `is` between interned strings behaves as
  * in stock.  At the interpreter's teardown the own dict is merged into
  * the inherited one, which the stock teardown then clears as usual.
- * sys.getunicodeinternedsize() counts both.
+ * sys.getunicodeinternedsize() counts both.  PYTHONCOWALLOC=stock
+ * (stock's placement of memory) turns it off with the allocator's
+ * set-aside.
  *
  * Only the main interpreter's dict, the one a child inherits, is kept
  * read-only (legacy subinterpreters share it, and with it the own dict);

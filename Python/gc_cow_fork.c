@@ -207,8 +207,10 @@ _PyGC_CowAfterForkChild(PyThreadState *tstate)
        announced is the atfork child handler's to say. */
     cow_set_flag(&_PyGC_cow.child, 1);
     cow_set_flag(&_PyGC_cow.fork_walked, 0);
-    /* New interned strings stay off the inherited (immortal) dict. */
-    _PyUnicode_CowAfterForkChild(_PyGC_CowImmortalized() > 0);
+    /* New interned strings stay off the inherited (immortal) dict;
+       PYTHONCOWALLOC=stock keeps stock's placement of memory here too. */
+    _PyUnicode_CowAfterForkChild(_PyGC_CowImmortalized() > 0
+                                 && _PyObject_CowAllocAside());
     if (_Py_IsMainInterpreter(tstate->interp)
         && _Py_atomic_load_int_relaxed(&gcstate->collecting)
         && collecting_tstate != tstate)

@@ -114,6 +114,9 @@ extern void _PyObject_CowPlugHeapHoles(void);
    has read them with cowpy's other start-up options. */
 extern const char *const _PyObject_CowAllocModes[];
 extern void _PyObject_CowAllocSetMode(int mode);
+/* Whether PYTHONCOWALLOC is "aside" (the default); a forked child's own
+   interned strings (Objects/unicode_cow.c) follow it too. */
+extern int _PyObject_CowAllocAside(void);
 
 /* sys._cow_alloc_stats() */
 extern PyObject *_PyObject_CowAllocStats(PyObject *module,

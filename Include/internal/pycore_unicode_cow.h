@@ -17,7 +17,8 @@ extern "C" {
 #endif
 
 /* After a fork, in the child: arm the own dict if the heap the child
-   inherited was made immortal (an immortalizing fork or freeze). */
+   inherited was made immortal (an immortalizing fork or freeze) and
+   PYTHONCOWALLOC is "aside". */
 extern void _PyUnicode_CowAfterForkChild(int heap_immortal);
 
 /* intern_common(): the dict to set s into.  `interned` is the

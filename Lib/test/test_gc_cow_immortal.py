@@ -727,8 +727,10 @@ class InternedStringTests(unittest.TestCase):
     """A child of an immortalizing fork interns new strings in a dict of
     its own (Objects/unicode_cow.c), not in the inherited one."""
 
-    def intern_in_child(self, fork_mode):
-        rc, out, err = assert_python_ok("-c", INTERN, fork_mode)
+    def intern_in_child(self, fork_mode, alloc_mode="aside"):
+        rc, out, err = assert_python_ok("-c", INTERN, fork_mode,
+                                        __isolated=False,
+                                        PYTHONCOWALLOC=alloc_mode)
         res, status = json.loads(out)
         self.assertEqual(status, 0)
         self.assertEqual(err, b"")
@@ -751,6 +753,11 @@ class InternedStringTests(unittest.TestCase):
     def test_freeze_mode_writes_it(self):
         # Control: a mortal heap's child interns as stock does.
         res = self.intern_in_child("freeze")
+        self.assertGreater(res["copied_kib"], 800, res)
+
+    def test_stock_alloc_mode_writes_it(self):
+        # PYTHONCOWALLOC=stock: stock's placement, here too.
+        res = self.intern_in_child("immortal", "stock")
         self.assertGreater(res["copied_kib"], 800, res)
 
 
