@@ -198,7 +198,7 @@ _PyObject_CowAllocAfterForkChild(PyInterpreterState *interp)
    pages the child shares with its parent, and glibc refills them first
    (its tcache, then its bins), so each such allocation of a worker copies
    a page that was mostly shared.  Measured on the servers benchmark's
-   Django site (immortal mode): 490 of a worker's 866 copied heap pages
+   Django site (immortal mode): 509 of a worker's 870 copied heap pages
    were the master's holes.  A child cannot forget them as it forgets
    pymalloc's pools: glibc writes a chunk's neighbours and bin links when
    it allocates or frees, and aborts on lists it does not recognize.  So

@@ -8,7 +8,8 @@
  * index at a place its hash picks: about one shared page copied per new
  * string.  Measured on the servers benchmark's Django site (immortal
  * mode): a worker's 85 new strings (lazily imported message storage,
- * signing, context processors) copied 48 pages.
+ * signing, context processors) copied 54 pages
+ * (bench/servers/heap_writes.py, PYTHONCOWALLOC=stock).
  *
  * So in a child whose inherited heap is immortal, the inherited dict is
  * only read: a string it lacks goes to a dict of the child's own.  Each
