@@ -49,12 +49,19 @@ _PyUnicode_CowAfterForkChild(int heap_immortal)
     }
 }
 
+/* The main interpreter's interned dict: the one a child inherits. */
+static inline PyObject *
+main_interned(void)
+{
+    return _Py_INTERP_CACHED_OBJECT(_PyInterpreterState_Main(),
+                                    interned_strings);
+}
+
 /* Whether `interned` is the dict whose pages this child shares. */
 static inline int
 inherited_dict(PyObject *interned)
 {
-    return armed && interned == _Py_INTERP_CACHED_OBJECT(
-        _PyInterpreterState_Main(), interned_strings);
+    return armed && interned == main_interned();
 }
 
 PyObject *
@@ -68,9 +75,12 @@ _PyUnicode_CowInternTarget(PyObject *interned, PyObject *s)
     int r = PyDict_GetItemRef(interned, s, &found);
     if (r != 0) {
         /* Found (the set will find it too), or an error that the set
-           will meet again and report as stock does. */
+           will meet again and report as stock does.  Only our own
+           error is cleared: the caller's pending one, if any, stays. */
+        if (r < 0) {
+            PyErr_Clear();
+        }
         Py_XDECREF(found);
-        PyErr_Clear();
         return interned;
     }
     if (own_interned == NULL) {
@@ -100,9 +110,7 @@ void
 _PyUnicode_CowMergeInterned(PyObject *interned)
 {
     PyObject *own = own_interned;
-    if (own == NULL || interned != _Py_INTERP_CACHED_OBJECT(
-            _PyInterpreterState_Main(), interned_strings))
-    {
+    if (own == NULL || interned != main_interned()) {
         return;
     }
     own_interned = NULL;
