@@ -17,6 +17,7 @@ which forks itself.
 """
 
 import os
+import platform
 import sys
 import textwrap
 import unittest
@@ -299,7 +300,7 @@ HEAP_HOLES = """
 
 
 @unittest.skipUnless(sys.platform == "linux"
-                     and __import__("platform").libc_ver()[0] == "glibc",
+                     and platform.libc_ver()[0] == "glibc",
                      "fills glibc's heap only")
 @unittest.skipIf(support.check_sanitizer(address=True, memory=True,
                                          thread=True),

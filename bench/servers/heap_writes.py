@@ -72,10 +72,15 @@ def heap_range(pid):
     raise SystemExit("process %d has no [heap]" % pid)
 
 
+_mem_fds = {}
+
+
 def read_mem(pid, addr, size):
-    with open("/proc/%d/mem" % pid, "rb", buffering=0) as f:
-        f.seek(addr)
-        return f.read(size)
+    """SIZE bytes at ADDR in process PID (one descriptor per process,
+    opened at the first read)."""
+    if pid not in _mem_fds:
+        _mem_fds[pid] = os.open("/proc/%d/mem" % pid, os.O_RDONLY)
+    return os.pread(_mem_fds[pid], size, addr)
 
 
 class Heap:
