@@ -847,61 +847,6 @@ _PyGC_CowExternalRoots(PyGC_Head **lists, int nlists, int frames,
 }
 
 
-
-/* Before any freeze: the automatic shared-collection rule compares the
-   objects promoted since the last shared collection with what the next
-   one will examine.  Without an estimate of the frozen heap, the first
-   automatic full collection after a freeze would scan all of it at once;
-   what moves is at least the oldest generation as last counted (not
-   reset by a freeze: take the larger, so that forking many workers does
-   not count the same heap many times). */
-void
-_PyGC_CowNoteFreeze(GCState *gcstate)
-{
-    Py_ssize_t moved = gcstate->long_lived_total
-                       + gcstate->long_lived_pending;
-    if (moved > _PyGC_cow.shared_estimate) {
-        _PyGC_cow.shared_estimate = moved;
-    }
-}
-
-/* A full collection even while the collector is disabled (PyGC_Collect()
-   would do nothing then, and pre-fork recipes disable it in the parent):
-   garbage must not be made immortal, it could never be freed. */
-void
-_PyGC_CowCollectBeforeImmortalizing(void)
-{
-    PyThreadState *tstate = _PyThreadState_GET();
-    PyObject *exc = _PyErr_GetRaisedException(tstate);
-    (void)_PyGC_Collect(tstate, NUM_GENERATIONS - 1, _Py_GC_REASON_MANUAL);
-    _PyErr_SetRaisedException(tstate, exc);
-}
-
-int
-_PyGC_CowFreeze(PyInterpreterState *interp, int immortalize)
-{
-    if (immortalize && !_Py_IsMainInterpreter(interp)) {
-        /* The walk's state (the immortal list, its counters) is the main
-           interpreter's; a subinterpreter's heap is never inherited. */
-        PyErr_SetString(PyExc_RuntimeError,
-                        "gc.freeze(immortalize=True) is supported in the "
-                        "main interpreter only");
-        return -1;
-    }
-    if (immortalize) {
-        _PyGC_CowImmortalPrepare();
-        _PyGC_CowCollectBeforeImmortalizing();
-    }
-    _PyGC_CowNoteFreeze(&interp->gc);
-    _PyGC_Freeze(interp);
-    if (immortalize && _PyGC_CowImmortalize(interp, 1) < 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    return 0;
-}
-
-
 /* ------------------------------------------------------ gc.c's hooks */
 
 static _PyGC_CowPath

@@ -1,8 +1,9 @@
-/* cowpy: the fork's life cycle, as the collector sees it: the
- * pthread_atfork() handlers, PyOS_BeforeFork()'s freeze (and the immortal
- * mode's walk, at a process's first fork), a child forked while another
- * thread collects, a child forked without PyOS_BeforeFork(), and the
- * runtime's reset.  See docs/design.md, sections 6 and 8.
+/* cowpy: freezing (gc.freeze() and PyOS_BeforeFork()'s freeze, with the
+ * immortal mode's walk at a process's first fork) and the fork's life
+ * cycle as the collector sees it: the pthread_atfork() handlers, a child
+ * forked while another thread collects, a child forked without
+ * PyOS_BeforeFork(), and the runtime's reset.  See docs/design.md,
+ * sections 6 and 8.
  */
 
 #include "Python.h"
@@ -10,6 +11,7 @@
 #include "pycore_gc_cow.h"
 #include "pycore_interp.h"        // PyInterpreterState.gc
 #include "pycore_obmalloc_cow.h"  // _PyObject_CowAllocAfterForkChild(), ...
+#include "pycore_pyerrors.h"      // _PyErr_GetRaisedException()
 #include "pycore_pystate.h"       // _PyInterpreterState_GET()
 #include "pycore_unicode_cow.h"   // _PyUnicode_CowAfterForkChild()
 #include "gc_cow_internal.h"
@@ -17,6 +19,64 @@
 #if !defined(Py_GIL_DISABLED)
 
 typedef struct _gc_runtime_state GCState;
+
+/* ------------------------------------------------------------ freezing */
+
+/* Before any freeze: the automatic shared-collection rule compares the
+   objects promoted since the last shared collection with what the next
+   one will examine.  Without an estimate of the frozen heap, the first
+   automatic full collection after a freeze would scan all of it at once;
+   what moves is at least the oldest generation as last counted (not
+   reset by a freeze: take the larger, so that forking many workers does
+   not count the same heap many times). */
+void
+_PyGC_CowNoteFreeze(GCState *gcstate)
+{
+    Py_ssize_t moved = gcstate->long_lived_total
+                       + gcstate->long_lived_pending;
+    if (moved > _PyGC_cow.shared_estimate) {
+        _PyGC_cow.shared_estimate = moved;
+    }
+}
+
+/* A full collection even while the collector is disabled (PyGC_Collect()
+   would do nothing then, and pre-fork recipes disable it in the parent):
+   garbage must not be made immortal, it could never be freed. */
+void
+_PyGC_CowCollectBeforeImmortalizing(void)
+{
+    PyThreadState *tstate = _PyThreadState_GET();
+    PyObject *exc = _PyErr_GetRaisedException(tstate);
+    (void)_PyGC_Collect(tstate, NUM_GENERATIONS - 1, _Py_GC_REASON_MANUAL);
+    _PyErr_SetRaisedException(tstate, exc);
+}
+
+int
+_PyGC_CowFreeze(PyInterpreterState *interp, int immortalize)
+{
+    if (immortalize && !_Py_IsMainInterpreter(interp)) {
+        /* The walk's state (the immortal list, its counters) is the main
+           interpreter's; a subinterpreter's heap is never inherited. */
+        PyErr_SetString(PyExc_RuntimeError,
+                        "gc.freeze(immortalize=True) is supported in the "
+                        "main interpreter only");
+        return -1;
+    }
+    if (immortalize) {
+        _PyGC_CowImmortalPrepare();
+        _PyGC_CowCollectBeforeImmortalizing();
+    }
+    _PyGC_CowNoteFreeze(&interp->gc);
+    _PyGC_Freeze(interp);
+    if (immortalize && _PyGC_CowImmortalize(interp, 1) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+
+/* ------------------------------------------------ the fork's handlers */
 
 /* pthread_atfork() prepare handler (registered by _PyGC_CowInit()). */
 void
