@@ -753,20 +753,6 @@ header_deduce_unreachable(PyGC_Head **lists, int nlists,
 
 /* ------------------------------------------- roots of the immortal walk */
 
-/* For gc_cow_immortal.c: call fn(op, gc_refs, arg) for each object of the
-   lists referenced from outside them (gc_refs > 0 once the set's internal
-   references are subtracted, as the first half of a collection computes
-   them), until fn returns non-zero.  In the headers if the process never
-   forked (no page is shared yet; restored before returning, list links
-   never written, see header_deduce_unreachable()), else in a side arena.
-   fn may write refcounts, never list links.  -1: no memory for the
-   arena, fn never called.
-
-   Not in the headers while a collection is running (a finalizer that
-   freezes, or forks in the immortal fork mode): the objects on its
-   unreachable lists still carry PREV_MASK_COLLECTING, so the header
-   scratch would count their references into their _gc_prev, which is a
-   link gc.c still follows. */
 /* visit() each object the running frames of the interpreter's threads
    hold in their local variables (fast locals, cells, free variables).
    Frames of generators and coroutines are left out: their owner's
@@ -795,6 +781,20 @@ visit_frame_locals(PyInterpreterState *interp, visitproc visit, void *arg)
     }
 }
 
+/* For gc_cow_immortal.c: call fn(op, gc_refs, arg) for each object of the
+   lists referenced from outside them (gc_refs > 0 once the set's internal
+   references are subtracted, as the first half of a collection computes
+   them), until fn returns non-zero.  In the headers if the process never
+   forked (no page is shared yet; restored before returning, list links
+   never written, see header_deduce_unreachable()), else in a side arena.
+   fn may write refcounts, never list links.  -1: no memory for the
+   arena, fn never called.
+
+   Not in the headers while a collection is running (a finalizer that
+   freezes, or forks in the immortal fork mode): the objects on its
+   unreachable lists still carry PREV_MASK_COLLECTING, so the header
+   scratch would count their references into their _gc_prev, which is a
+   link gc.c still follows. */
 int
 _PyGC_CowExternalRoots(PyGC_Head **lists, int nlists, int frames,
                        _PyGC_CowRootFn fn, void *arg)
