@@ -11,12 +11,17 @@ The app and modes are the pre-fork benchmark's (bench/prefork/app.py,
 run.py's MODES: stock+hooks is stock with its freeze recipe).  The tree's
 PSS is the sum of every process's /proc/PID/smaps_rollup Pss (cowstat's
 reader), sampled every --interval seconds from a thread while wrk runs.
-  hup      wrk for --duration s; at a third of it the steady PSS is the
-           median of the last second's samples, then SIGHUP: gunicorn
+  hup      wrk until the tree is steady (its PSS grew by less than
+           --settle percent, 0.5, in the last 5 s; at most --max-wait s):
+           workers copy inherited pages for tens of seconds before they
+           have touched what the requests touch, so a fixed time after
+           the start measures the tree still growing.  The steady PSS is
+           the median of the last second's samples, then SIGHUP: gunicorn
            starts 4 new workers and stops the old ones gracefully; for
            2 s from the signal, samples follow each other without a
            pause, and each round says how many saw old and new workers
-           at once ("overlap samples").
+           at once ("overlap samples"); the load stops 3 s after the
+           signal.  No statistics files (they lengthen the exits).
   recycle  gunicorn --max-requests 1000 (+-100 jitter); steady PSS is
            the median of all samples, peak their maximum.
 """
@@ -39,6 +44,7 @@ from modes import MODES
 from server import free_port, run_wrk, start_server, stop_server, wait_ready
 
 RECYCLE_ARGS = ["--max-requests", "1000", "--max-requests-jitter", "100"]
+SETTLE_WINDOW = 5.0
 
 
 def tree_sample(master):
@@ -104,29 +110,59 @@ def fmt_breakdown(b):
                      for r, (n, pss, uss) in b.items() if n)
 
 
+def hup_when_steady(master, sampler, args, result, stop):
+    """SIGHUP the master once the tree is in its steady state: its PSS
+    grew by less than --settle percent over the last SETTLE_WINDOW s of
+    load (workers copy inherited pages for tens of seconds before they
+    have touched what the requests touch), or after --max-wait s.  Then
+    stop the load 3 s later."""
+    t0 = time.monotonic()
+    while True:
+        time.sleep(0.5)
+        now = time.monotonic()
+        s = sampler.samples
+        then = [x for x in s if x[0] <= now - SETTLE_WINDOW]
+        if now - t0 >= args.max_wait:
+            break
+        if now - t0 >= SETTLE_WINDOW and then and \
+                s[-1][1] < then[-1][1] * (1 + args.settle / 100):
+            break
+    then = [x for x in s if x[0] <= now - SETTLE_WINDOW] or s[:1]
+    result["growth"] = 100.0 * (s[-1][1] / then[-1][1] - 1)
+    result["after"] = now - t0
+    result["t_hup"] = time.monotonic()
+    sampler.dense_until = result["t_hup"] + 2.0
+    os.kill(master, signal.SIGHUP)
+    time.sleep(3)
+    stop.set()
+
+
 def one(python, mode, scenario, args, site, base_env):
     workdir = tempfile.mkdtemp(prefix="cowpy-reload-")
     if scenario == "recycle":
         mode = dataclasses.replace(
             mode, gunicorn_args=list(mode.gunicorn_args) + RECYCLE_ARGS)
     port = free_port()
+    # No statistics files: writing them at exit walks the frozen heap
+    # (app.py), which would lengthen every old worker's exit.
     proc, _, _ = start_server(python, mode, args, site, base_env, port,
-                              workdir)
+                              workdir, stats=False)
     try:
         wait_ready(proc, port, args.workers, 300, workdir)
         run_wrk(port, args, 2)                      # warm-up
         sampler = Sampler(proc.pid, args.interval)
         sampler.start()
         result = {}
+        duration = args.duration
+        stop = None
         if scenario == "hup":
-            def hup():
-                time.sleep(args.duration / 3)
-                result["t_hup"] = time.monotonic()
-                sampler.dense_until = result["t_hup"] + 2.0
-                os.kill(proc.pid, signal.SIGHUP)
-            t = threading.Thread(target=hup, daemon=True)
+            duration = args.max_wait + 10
+            stop = threading.Event()
+            t = threading.Thread(target=hup_when_steady, daemon=True,
+                                 args=(proc.pid, sampler, args, result,
+                                       stop))
             t.start()
-        w = run_wrk(port, args, args.duration)
+        w = run_wrk(port, args, duration, stop=stop)
         sampler.stop.set()
         sampler.join()
         s = sampler.samples
@@ -150,6 +186,8 @@ def one(python, mode, scenario, args, site, base_env):
             overlap = sum(1 for x in after
                           if set(x[2]) & old and set(x[2]) - old - {proc.pid})
             extra = {"overlap": overlap,
+                     "hup_after": result["after"],
+                     "growth": result["growth"],
                      "at_steady": breakdown(st[2], proc.pid, old),
                      "at_peak": breakdown(top[2], proc.pid, old),
                      "peak_after_hup": top[0] - th,
@@ -179,7 +217,8 @@ def median_run(rs):
         out[k] = sum(r[k] for r in rs)
     mid = sorted(rs, key=lambda r: r["unique_peak"] / r["unique_steady"])[
         len(rs) // 2]
-    for k in ("at_steady", "at_peak", "peak_after_hup"):
+    for k in ("at_steady", "at_peak", "peak_after_hup", "hup_after",
+              "growth"):
         if k in mid:
             out[k] = mid[k]
     return out
@@ -195,6 +234,12 @@ def main():
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--interval", type=float, default=0.05)
+    ap.add_argument("--settle", type=float, default=0.5,
+                    help="hup: steady once the tree's PSS grew by less "
+                    "than this many percent in %d s" % SETTLE_WINDOW)
+    ap.add_argument("--max-wait", type=int, default=90,
+                    help="hup: SIGHUP after this many seconds of load at "
+                    "the latest")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--users", type=int, default=20000)
     ap.add_argument("--connections", type=int, default=8)
@@ -245,6 +290,13 @@ def main():
                                   + (" (%d overlap samples)" % x["overlap"]
                                      if "overlap" in x else "")
                                   for x in rs))
+            if "hup_after" in r:
+                print("      HUP after %.0f s of load (by round: %s); the "
+                      "tree's PSS grew %s %% in the %d s before it"
+                      % (r["hup_after"], ", ".join(
+                          "%.0f" % x["hup_after"] for x in rs),
+                         ", ".join("%.2f" % x["growth"] for x in rs),
+                         SETTLE_WINDOW))
             if "at_peak" in r:
                 print("      steady: %s\n      distinct-pages peak (%.2f s "
                       "after the HUP): "

@@ -85,7 +85,11 @@ def uwsgi_command(mode, args, port, workdir):
     return [binary, "--ini", ini]
 
 
-def start_server(python, mode, args, site, base_env, port, workdir):
+def start_server(python, mode, args, site, base_env, port, workdir,
+                 stats=True):
+    """Start the server; STATS: app.py writes each worker's statistics
+    into WORKDIR at its exit (gc.get_freeze_count() walks the frozen
+    heap there: leave them off where the exit's length is measured)."""
     if mode.server == "uwsgi":
         cmd = uwsgi_command(mode, args, port, workdir)
     else:
@@ -96,7 +100,8 @@ def start_server(python, mode, args, site, base_env, port, workdir):
                "--error-logfile", os.path.join(workdir, "gunicorn.log"),
                "--timeout", "120", "--graceful-timeout", "15",
                *mode.gunicorn_args, "app:app"]
-    env = server_env(base_env, site, mode, args.users, workdir,
+    env = server_env(base_env, site, mode, args.users,
+                     workdir if stats else "",
                      workdir if args.attribution else None)
     out = open(os.path.join(workdir, "stdout.log"), "wb")
     proc = subprocess.Popen(cmd, cwd=HERE, env=env, stdout=out,
@@ -179,7 +184,9 @@ def stop_server(proc, grace):
 
 
 # ------------------------------------------------------------------ wrk
-def run_wrk(port, args, duration, budget=0):
+def run_wrk(port, args, duration, budget=0, stop=None):
+    """wrk on app.py for DURATION s (less if the BUDGET of requests is
+    served first, or once the threading.Event STOP is set)."""
     threads = min(2, args.connections)
     per_thread = -(-budget // threads) if budget else 0
     cmd = ["wrk", "-t", str(threads), "-c", str(args.connections),
@@ -191,6 +198,11 @@ def run_wrk(port, args, duration, budget=0):
                             stderr=subprocess.PIPE, text=True)
     watchdog = threading.Timer(duration + 60, proc.kill)
     watchdog.start()
+    if stop is not None:
+        def interrupt():
+            if stop.wait(duration + 60) and proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        threading.Thread(target=interrupt, daemon=True).start()
     lines, done = [], 0
     try:
         # With a budget, each wrk thread prints PREFORK_THREAD_DONE when it
