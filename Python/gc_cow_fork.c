@@ -301,12 +301,214 @@ _PyGC_CowChildExiting(PyInterpreterState *interp)
            && _PyInterpreterState_GetFinalizing(interp) != NULL;
 }
 
+/* sys's standard streams, stored into streams[6] (NULL where missing):
+   they are closed when sys is wiped, after the pass below, as in stock
+   (later messages still need them). */
+static void
+std_streams(PyInterpreterState *interp, PyObject **streams)
+{
+    static const char *const names[] = {
+        "stdin", "stdout", "stderr", "__stdin__", "__stdout__",
+        "__stderr__",
+    };
+    for (size_t i = 0; i < Py_ARRAY_LENGTH(names); i++) {
+        /* Borrowed; a missing key sets no error. */
+        streams[i] = interp->sysdict == NULL ? NULL
+            : PyDict_GetItemString(interp->sysdict, names[i]);
+    }
+}
+
+static int
+is_in(PyObject *op, PyObject **objs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (objs[i] == op) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Candidates of the pass below, sorted by address, and what
+   order_owners_first() counts for each: how many other candidates
+   refer to it. */
+typedef struct {
+    PyObject **sorted;
+    size_t n;
+    size_t *index;          /* sorted[k] is found[index[k]] */
+    size_t *owners;         /* per found[] entry */
+    PyObject *self;
+    int delta;
+} owner_count;
+
+static int
+cmp_ptr(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t)*(PyObject *const *)a;
+    uintptr_t y = (uintptr_t)*(PyObject *const *)b;
+    return (x > y) - (x < y);
+}
+
+static int
+visit_owned(PyObject *op, void *arg)
+{
+    owner_count *c = (owner_count *)arg;
+    if (op == NULL || op == c->self) {
+        return 0;
+    }
+    PyObject **hit = bsearch(&op, c->sorted, c->n, sizeof(PyObject *),
+                             cmp_ptr);
+    if (hit != NULL) {
+        c->owners[c->index[hit - c->sorted]] += (size_t)c->delta;
+    }
+    return 0;
+}
+
+/* Order found[] so that an object referred to by another candidate is
+   finalized after it (Kahn's order over the candidates' references, read
+   through tp_traverse; cycles keep the lists' order): a buffered file
+   flushes before its raw file is closed, as when releasing the owner
+   would have finalized both.  Left as it is without memory. */
+static void
+order_owners_first(PyObject **found, size_t n)
+{
+    if (n < 2) {
+        return;
+    }
+    owner_count c = {0};
+    PyObject **order = PyMem_RawMalloc(n * sizeof(PyObject *));
+    char *done = PyMem_RawCalloc(n, 1);
+    c.sorted = PyMem_RawMalloc(n * sizeof(PyObject *));
+    c.index = PyMem_RawMalloc(n * sizeof(size_t));
+    c.owners = PyMem_RawCalloc(n, sizeof(size_t));
+    if (order == NULL || done == NULL || c.sorted == NULL
+        || c.index == NULL || c.owners == NULL)
+    {
+        goto end;
+    }
+    c.n = n;
+    memcpy(c.sorted, found, n * sizeof(PyObject *));
+    qsort(c.sorted, n, sizeof(PyObject *), cmp_ptr);
+    for (size_t i = 0; i < n; i++) {
+        PyObject **hit = bsearch(&found[i], c.sorted, n,
+                                 sizeof(PyObject *), cmp_ptr);
+        c.index[hit - c.sorted] = i;
+    }
+    c.delta = 1;
+    for (size_t i = 0; i < n; i++) {
+        traverseproc traverse = Py_TYPE(found[i])->tp_traverse;
+        if (traverse != NULL) {
+            c.self = found[i];
+            (void)traverse(found[i], visit_owned, &c);
+        }
+    }
+    /* Repeatedly take, in the lists' order, the candidates no other
+       remaining candidate refers to; when only cycles are left, the
+       first of them. */
+    size_t m = 0;
+    c.delta = -1;
+    while (m < n) {
+        size_t before = m;
+        for (size_t i = 0; i < n; i++) {
+            if (!done[i] && c.owners[i] == 0) {
+                done[i] = 1;
+                order[m++] = found[i];
+                traverseproc traverse = Py_TYPE(found[i])->tp_traverse;
+                if (traverse != NULL) {
+                    c.self = found[i];
+                    (void)traverse(found[i], visit_owned, &c);
+                }
+            }
+        }
+        if (m == before) {
+            for (size_t i = 0; i < n; i++) {
+                if (!done[i]) {
+                    c.owners[i] = 0;
+                    break;
+                }
+            }
+        }
+    }
+    memcpy(found, order, n * sizeof(PyObject *));
+end:
+    PyMem_RawFree(order);
+    PyMem_RawFree(done);
+    PyMem_RawFree(c.sorted);
+    PyMem_RawFree(c.index);
+    PyMem_RawFree(c.owners);
+}
+
+void
+_PyGC_CowFinalizeAtChildExit(PyInterpreterState *interp)
+{
+    if (!_PyGC_CowChildExiting(interp)) {
+        return;
+    }
+    GCState *gcstate = &interp->gc;
+    PyGC_Head *lists[NUM_GENERATIONS + 1];
+    for (int i = 0; i < NUM_GENERATIONS; i++) {
+        lists[i] = &gcstate->generations[i].head;
+    }
+    lists[NUM_GENERATIONS] = &gcstate->permanent_generation.head;
+    /* First the candidates, each held by a strong reference: a finalizer
+       may allocate, free and untrack, which moves objects between lists.
+       Reading the lists writes nothing; only the candidates' refcounts
+       and finalized flags are written. */
+    PyObject *streams[6];
+    std_streams(interp, streams);
+    PyObject **found = NULL;
+    size_t n = 0, cap = 0;
+    for (int i = 0; i <= NUM_GENERATIONS; i++) {
+        for (PyGC_Head *gc = _PyGCHead_NEXT(lists[i]); gc != lists[i];
+             gc = _PyGCHead_NEXT(gc))
+        {
+            PyObject *op = _Py_FROM_GC(gc);
+            if (Py_TYPE(op)->tp_finalize == NULL || _PyGC_FINALIZED(op)
+                || is_in(op, streams, Py_ARRAY_LENGTH(streams)))
+            {
+                continue;
+            }
+            if (n == cap) {
+                size_t ncap = cap ? 2 * cap : 64;
+                PyObject **p = PyMem_RawRealloc(found,
+                                                ncap * sizeof(*found));
+                if (p == NULL) {
+                    goto done;      /* finalize what was found */
+                }
+                found = p;
+                cap = ncap;
+            }
+            found[n++] = Py_NewRef(op);
+        }
+    }
+done:
+    order_owners_first(found, n);
+    for (size_t i = 0; i < n; i++) {
+        PyObject_CallFinalizer(found[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        Py_DECREF(found[i]);
+    }
+    PyMem_RawFree(found);
+}
+
 #else  /* Py_GIL_DISABLED: cowpy's fork handling is not built */
 
 int
 _PyGC_CowChildExiting(PyInterpreterState *Py_UNUSED(interp))
 {
     return 0;
+}
+
+void
+_PyGC_CowFinalizeAtChildExit(PyInterpreterState *Py_UNUSED(interp))
+{
+}
+
+int
+_PyGC_CowKeptAtExit(PyObject *op)
+{
+    return _Py_IsImmortal(op);
 }
 
 #endif  /* !Py_GIL_DISABLED */

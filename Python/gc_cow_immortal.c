@@ -241,6 +241,40 @@ keeps_mortal(imm_walk *w, PyObject *op)
     return !type_may_be_immortal(w, Py_TYPE(op));
 }
 
+/* For a forked child's module teardown (_PyModule_ClearDict(), patch
+   0018): whether a global keeps its value instead of being set to None.
+   Immortal values, classes, and objects of the built-in and stdlib types
+   above (plain: no finalizer, a deallocation that only drops references
+   and frees memory): releasing them would write a page of the inherited
+   heap per object only for the kernel to drop it, and nothing observable
+   depends on their being freed.  Instances of classes defined in Python
+   and everything else are cleared as stock clears them; what a kept
+   value holds that has a finalizer is finalized after module teardown
+   (_PyGC_CowFinalizeAtChildExit()). */
+int
+_PyGC_CowKeptAtExit(PyObject *op)
+{
+    if (_Py_IsImmortal(op)) {
+        return 1;
+    }
+    PyTypeObject *tp = Py_TYPE(op);
+    if (tp == &PyType_Type) {
+        return 1;                       /* a class (type is plain) */
+    }
+    if (tp->tp_finalize != NULL || tp->tp_del != NULL
+        || (tp->tp_flags & (Py_TPFLAGS_TYPE_SUBCLASS
+                            | Py_TPFLAGS_BASE_EXC_SUBCLASS)))
+    {
+        return 0;
+    }
+    if (python_class_dealloc != NULL
+        && tp->tp_dealloc == python_class_dealloc)
+    {
+        return 0;       /* an instance of a class defined in Python */
+    }
+    return type_is_plain(tp);
+}
+
 /* Give a module dict's keys their version now (what LOAD_GLOBAL and
    LOAD_ATTR on a module specialize on), so that a worker specializing on
    them only reads it: measured, dk_version writes into about 45 inherited

@@ -122,6 +122,20 @@ extern void _PyGC_CowAfterForkChild(PyThreadState *tstate);
    releases nothing. */
 extern int _PyGC_CowChildExiting(PyInterpreterState *interp);
 
+/* In that shutdown, _PyModule_ClearDict() leaves a global whose value
+   this accepts bound: immortal objects, classes and objects of plain
+   built-in types (no finalizer; Python/gc_cow_immortal.c).  Releasing
+   them only wrote the inherited heap. */
+extern int _PyGC_CowKeptAtExit(PyObject *op);
+
+/* finalize_modules(), once the modules are cleared and before sys is:
+   in a forked child's shutdown, call the finalizer of every object that
+   has one, is not finalized yet and is still alive (kept alive by a
+   global left bound, or inherited in a frozen cycle): a child's own
+   buffered file stored in an inherited dict is flushed as stock's
+   teardown would have flushed it when it released the dict. */
+extern void _PyGC_CowFinalizeAtChildExit(PyInterpreterState *interp);
+
 /* The gc module's cowpy functions, added by gcmodule_exec(). */
 extern PyMethodDef _PyGC_CowMethods[];
 
