@@ -257,9 +257,10 @@ def main():
     build_site(args.site_dir, sorted(set(pythons.values())), base_env)
     modes = {m.name: m for m in MODES}
     print("worker turnover: gunicorn --preload -w %d, app.py (%d users), "
-          "wrk -c %d for %d s; tree PSS sampled every %.0f ms"
-          % (args.workers, args.users, args.connections, args.duration,
-             args.interval * 1000))
+          "wrk -c %d (hup: until the tree is steady, at most %d s; "
+          "recycle: %d s); tree PSS sampled every %.0f ms"
+          % (args.workers, args.users, args.connections, args.max_wait,
+             args.duration, args.interval * 1000))
     for scenario in args.scenarios.split(","):
         print("\n%s: tree PSS and distinct pages (MiB) steady and peak%s"
               % (scenario, ", medians of %d interleaved rounds"
