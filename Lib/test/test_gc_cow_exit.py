@@ -216,6 +216,33 @@ class ExitTests(unittest.TestCase):
                                  ["status", "0", "finalized",
                                   "own-data", "inherited-data"])
 
+    def test_teardown_keeps_immortal_globals(self):
+        # In a forked child's teardown, a global whose value is immortal
+        # keeps it (stock sets CONST to None before it releases fin); a
+        # child-made object in a global is still released, and its
+        # finalizer runs (and may use the immortal globals; os, mortal
+        # in the freeze mode, is None by then, as in stock).
+        for mode in ("immortal", "freeze"):
+            with self.subTest(mode=mode):
+                out = self.check_child("""
+                    import types
+                    mod = types.ModuleType("cowmod")
+                    sys.modules["cowmod"] = mod
+                    mod.CONST = 7
+                    mod.os = os
+                    r, w = os.pipe()
+                    mod.w = w
+                    if child_then(lambda status: print("status", status)):
+                        exec("class Fin:\\n"
+                             "    def __del__(self, write=os.write):\\n"
+                             "        write(w, b'del-%r' % (CONST,))\\n"
+                             "fin = Fin()\\n", mod.__dict__)
+                        sys.exit(0)
+                    os.close(w)
+                    print(os.read(r, 100).decode() or "nothing")
+                """, mode)
+                self.assertEqual(out, ["status", "0", "del-7"])
+
     def check_child(self, body, fork_mode="freeze"):
         code = textwrap.dedent("""
             import gc, os, sys
