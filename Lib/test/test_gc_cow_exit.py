@@ -61,8 +61,10 @@ def child_work():
 # and functions) the immortal mode makes immortal and the other modes
 # leave bound; the child exits at once.
 MODULE_EXIT = """
-import os, resource, sys, types
+import gc, os, resource, sys, types
 n = int(sys.argv[1])
+if sys.argv[2] == "freeze-by-hand":
+    gc.set_fork_mode("off")
 MODS = []       # as modules hold the modules they import
 for k in range(10):
     m = types.ModuleType("cowmod%d" % k)
@@ -72,17 +74,22 @@ for k in range(10):
                    for i in range(n // 40)), m.__dict__)
     sys.modules[m.__name__] = m
     MODS.append(m)
+if sys.argv[2] == "freeze-by-hand":
+    gc.freeze()
 
 def child_work():
     pass
 """ + FORK_AND_MEASURE
 
 
-def exit_kib(items, mode):
+def exit_kib(items, mode, script=EXIT_COST):
+    """KiB the exit of a child of SCRIPT (EXIT_COST or MODULE_EXIT) with
+    ITEMS copies, in fork mode MODE or "freeze-by-hand" (fork mode off,
+    gc.freeze() before the fork)."""
     env = {}
     if mode in ("freeze", "immortal"):
         env["PYTHONCOWFORK"] = mode
-    rc, out, err = assert_python_ok("-c", EXIT_COST, str(items), mode,
+    rc, out, err = assert_python_ok("-c", script, str(items), mode,
                                     __isolated=False, **env)
     return int(out)
 
@@ -112,17 +119,8 @@ class ExitTests(unittest.TestCase):
         # old worker at a gunicorn HUP in the default mode).
         for mode in ("immortal", "freeze", "freeze-by-hand"):
             with self.subTest(mode=mode):
-                def kib(n):
-                    code = MODULE_EXIT
-                    env = {"PYTHONCOWFORK": mode}
-                    if mode == "freeze-by-hand":
-                        code = "import gc; gc.freeze()\n" + code.replace(
-                            "def child_work", "gc.freeze()\ndef child_work")
-                        env = {"PYTHONCOWFORK": "off"}
-                    rc, out, err = assert_python_ok(
-                        "-c", code, str(n), __isolated=False, **env)
-                    return int(out)
-                small, large = kib(20_000), kib(100_000)
+                small = exit_kib(20_000, mode, MODULE_EXIT)
+                large = exit_kib(100_000, mode, MODULE_EXIT)
                 # Measured: immortal 1.3 MiB; freeze 2.9 and 3.8 MiB (3.8
                 # at 200,000 too); stock with gc.freeze() 9.3 and 35 MiB.
                 self.assertLess(large, 4096 if mode == "immortal" else 6144,

@@ -121,14 +121,15 @@ def hup_when_steady(master, sampler, args, result, stop):
         time.sleep(0.5)
         now = time.monotonic()
         s = sampler.samples
-        then = [x for x in s if x[0] <= now - SETTLE_WINDOW]
-        if now - t0 >= args.max_wait:
+        # The last sample at least SETTLE_WINDOW s old (the first one
+        # before that), against the newest.
+        then = [x for x in s if x[0] <= now - SETTLE_WINDOW] or s[:1]
+        growth = 100.0 * (s[-1][1] / then[-1][1] - 1) if then else None
+        if now - t0 >= args.max_wait or (
+                now - t0 >= SETTLE_WINDOW and growth is not None
+                and growth < args.settle):
             break
-        if now - t0 >= SETTLE_WINDOW and then and \
-                s[-1][1] < then[-1][1] * (1 + args.settle / 100):
-            break
-    then = [x for x in s if x[0] <= now - SETTLE_WINDOW] or s[:1]
-    result["growth"] = 100.0 * (s[-1][1] / then[-1][1] - 1)
+    result["growth"] = growth if growth is not None else float("nan")
     result["after"] = now - t0
     result["t_hup"] = time.monotonic()
     sampler.dense_until = result["t_hup"] + 2.0
