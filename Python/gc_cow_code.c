@@ -1,6 +1,6 @@
 /* cowpy: settled code (#17; header Include/internal/pycore_gc_cow_code.h).
  *
- * With PYTHONCOWCODE=settle (opt-in), the immortalizing walk settles every
+ * Unless PYTHONCOWCODE=stock, the immortalizing walk settles every
  * code object it makes immortal (_PyGC_CowSettleCode()): in the parent,
  * before the fork, each adaptive instruction's counter becomes the
  * settled value and RESUME becomes RESUME_CHECK (what its first execution
@@ -9,17 +9,26 @@
  * ceval's ADVANCE_ADAPTIVE_COUNTER() leaves a settled counter alone and
  * calls _PyGC_CowSettledHit(), which counts the code's settled executions
  * in a table of this process's own (see hits below).  Code that reaches
- * COW_THAW_HITS in a process is hot there: it is thawed (counters back to
- * warm-up, as _PyCode_Quicken() sets them) and specializes as usual,
- * copying its pages as it did before.  Code that stays lukewarm in a
- * worker stays shared.  Specializing is an optimization only: code left
- * generic runs the same program, slower, which is why settling is
- * opt-in, for code bases whose workers run a long tail of code a few
- * times each.  Measured (make bench-code): 5,000 functions called 20 times
- * by a worker copy under 60 B per function instead of about 2,600; the
- * pre-fork app's request path, whose lukewarm code stays generic, costs
- * 1.12-1.15x CPU over a process's first 300 requests.  See docs/design.md,
- * section 8 ("Writes into inherited code and classes").
+ * the thaw threshold in a process is hot there: it is thawed (counters
+ * back to warm-up, as _PyCode_Quicken() sets them) and specializes as
+ * usual, copying its pages as it did before.  Code that stays lukewarm
+ * in a worker stays shared.  Specializing is an optimization only: code
+ * left generic runs the same program, slower.  Two thresholds:
+ *
+ * - light (the default): COW_THAW_HITS_LIGHT, the first few calls.  What
+ *   a worker runs once or twice (start-up, lazy initialization at its
+ *   first request) stays shared; the request path thaws at once.  The
+ *   Django site of make bench-servers: 0.3 MiB less per worker; the
+ *   pre-fork app's first 300 requests: 1.03x CPU.
+ * - settle (opt-in): COW_THAW_HITS, for code bases whose workers run a
+ *   long tail of code some tens of times each.  5,000 functions called
+ *   20 times by a worker copy under 60 B per function instead of about
+ *   2,600; the pre-fork app's request path, whose lukewarm code stays
+ *   generic longer, costs 1.12-1.15x CPU over a process's first 300
+ *   requests.
+ *
+ * See docs/design.md, section 8 ("Writes into inherited code and
+ * classes").
  */
 
 #include "Python.h"
@@ -44,22 +53,36 @@
    calls; at 1,024, code sharing a slot thawed before 20). */
 #define COW_THAW_HITS 2048
 
+/* The light mode's threshold: a function with some tens of adaptive
+   instructions thaws within its first few calls, so the code a worker
+   runs on every request is specialized after a handful of requests, and
+   settling costs each code object at most this many generic executions
+   (2-3% CPU over the pre-fork app's first 300 requests, against 14% with
+   COW_THAW_HITS).  What it keeps shared is the code a worker runs only a
+   few times. */
+#define COW_THAW_HITS_LIGHT 256
+
 /* The counts: one 16-bit counter per hash of a code object's address, in
    a table of this process's own (calloc'ed on the first settled
    execution: only the pages it counts in are ever touched).  No keys:
    code objects that share a slot add up and thaw early, which costs
    memory, never correctness.  Measured against a keyed table
    (_Py_hashtable_t, an allocation per code object): 15,000 counted code
-   objects cost a worker 850 KiB there, at most 128 KiB here. */
+   objects cost a worker 850 KiB there, at most 128 KiB here.  A worker
+   touches about every page of the table, so its size is the light mode's
+   price per worker: a quarter of settle's (32 KiB), where a collision
+   thaws code after a few calls instead of some tens. */
 #define COW_HIT_SLOTS_LOG2 16
+#define COW_HIT_SLOTS_LOG2_LIGHT 14
 static uint16_t *hits;
+static int hit_slots_log2;
 
 static inline size_t
 hit_slot(PyCodeObject *co)
 {
     /* Fibonacci hashing of the address (objects are 16-byte aligned). */
     uint64_t h = ((uint64_t)(uintptr_t)co >> 4) * 0x9E3779B97F4A7C15ULL;
-    return (size_t)(h >> (64 - COW_HIT_SLOTS_LOG2));
+    return (size_t)(h >> (64 - hit_slots_log2));
 }
 
 /* Set the counter of each instruction whose first cache entry is an
@@ -101,7 +124,7 @@ _PyGC_CowSettleCode(PyCodeObject *co)
 #if ENABLE_SPECIALIZATION
     /* Instrumented code (sys.monitoring, sys.settrace) is rewritten by
        the instrumentation anyway; leave it as it is. */
-    if (_PyGC_cow.code_mode != COW_CODE_SETTLE
+    if (_PyGC_cow.code_mode == COW_CODE_STOCK
         || co->_co_monitoring != NULL)
     {
         return;
@@ -156,16 +179,18 @@ _PyGC_CowSettledHit(_PyInterpreterFrame *frame)
         thaw(co);
         return;
     }
+    int settle = _PyGC_cow.code_mode == COW_CODE_SETTLE;
     if (hits == NULL) {
-        hits = PyMem_RawCalloc((size_t)1 << COW_HIT_SLOTS_LOG2,
-                               sizeof(*hits));
+        hit_slots_log2 = settle ? COW_HIT_SLOTS_LOG2
+                                : COW_HIT_SLOTS_LOG2_LIGHT;
+        hits = PyMem_RawCalloc((size_t)1 << hit_slots_log2, sizeof(*hits));
         if (hits == NULL) {
             thaw(co);
             return;
         }
     }
     uint16_t *slot = &hits[hit_slot(co)];
-    if (++*slot >= COW_THAW_HITS) {
+    if (++*slot >= (settle ? COW_THAW_HITS : COW_THAW_HITS_LIGHT)) {
         *slot = 0;
         thaw(co);
     }

@@ -221,7 +221,7 @@ _PyGC_CowRuntimeReset(void)
         .mode = COW_MODE_DEFAULT,
         .fork_mode = COW_FORK_FREEZE,
         .shared_threshold = 1,
-        .code_mode = COW_CODE_STOCK,
+        .code_mode = COW_CODE_LIGHT,
         .forked = forked,
         .child = child,
     };

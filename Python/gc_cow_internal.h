@@ -23,8 +23,11 @@ enum {
 };
 /* Freeze-at-fork modes (PYTHONCOWFORK / -X cowfork / gc.set_fork_mode()). */
 enum { COW_FORK_OFF = 0, COW_FORK_FREEZE = 1, COW_FORK_IMMORTAL = 2 };
-/* PYTHONCOWCODE / -X cowcode: what the immortalizing walk does to code. */
-enum { COW_CODE_STOCK = 0, COW_CODE_SETTLE = 1 };
+/* PYTHONCOWCODE / -X cowcode: what the immortalizing walk does to code
+   (gc_cow_code.c): leave it, settle it until it is hot in a process
+   (SETTLE), or settle it until its first few calls there (LIGHT, the
+   default).  The order is that of the names in gc_cow_settings.c. */
+enum { COW_CODE_STOCK = 0, COW_CODE_SETTLE = 1, COW_CODE_LIGHT = 2 };
 
 /* Process-wide: settings come from the main interpreter's configuration
    and every GIL-holding collection updates the counters. */

@@ -31,7 +31,7 @@ module gc
 
 static const char *const mode_names[] = {"default", "arena", "stock", NULL};
 static const char *const fork_names[] = {"off", "freeze", "immortal", NULL};
-static const char *const code_names[] = {"stock", "settle", NULL};
+static const char *const code_names[] = {"stock", "settle", "light", NULL};
 /* PYTHONCOWORACLE / -X coworacle (debug builds). */
 static const char *const oracle_names[] = {"0", "1", NULL};
 
@@ -158,7 +158,7 @@ _PyGC_CowInit(PyInterpreterState *interp)
     _PyObject_CowAllocSetMode(alloc_mode);
     /* Settled code (gc_cow_code.c). */
     if ((bad = read_choice(config, "PYTHONCOWCODE", L"cowcode", code_names,
-                           "settle or stock",
+                           "light, settle or stock",
                            &_PyGC_cow.code_mode)) != NULL) {
         return _PyStatus_ERR(bad);
     }
@@ -505,13 +505,14 @@ collections, collected, uncollectable: shared collections and what they
   because the process had made its heap immortal at an earlier fork;
   forked: whether the process has forked (or descends from a fork):
   from then on shared collections use the side arena; code_settled:
-  code objects settled by immortalizing freezes (PYTHONCOWCODE=settle),
+  code objects settled by immortalizing freezes (PYTHONCOWCODE light,
+  the default, or settle),
   code_thawed: those this process ran hot enough to thaw.
 [clinic start generated code]*/
 
 static PyObject *
 gc_get_shared_stats_impl(PyObject *module)
-/*[clinic end generated code: output=b5f3e62a575f34b5 input=ec32835383d44cdb]*/
+/*[clinic end generated code: output=b5f3e62a575f34b5 input=c0204498c63b083a]*/
 {
     return Py_BuildValue(
         "{snsnsnsnsnsnsnsnsnsnsnsnsnsNsnsn}",

@@ -4,13 +4,14 @@
  * first inline cache entry of the instruction, inside the code object
  * (co_code_adaptive): every generic execution of an inherited instruction
  * writes its counter, and so copies the page, in every forked worker.
- * With PYTHONCOWCODE=settle (opt-in), the immortalizing walk "settles"
- * the code it makes immortal: its counters get a value the interpreter
- * neither counts down nor specializes on, so a worker runs inherited code
- * as the master left it, specialized or generic, without writing it, until
- * the code is hot in that worker (COW_THAW_HITS settled executions in
- * gc_cow_code.c); then the worker thaws it (counters back to warm-up) and
- * it specializes as usual.
+ * Unless PYTHONCOWCODE=stock, the immortalizing walk "settles" the code
+ * it makes immortal: its counters get a value the interpreter neither
+ * counts down nor specializes on, so a worker runs inherited code as the
+ * master left it, specialized or generic, without writing it, until the
+ * code is hot in that worker (its first few calls in the default light
+ * mode, some tens with PYTHONCOWCODE=settle: gc_cow_code.c); then the
+ * worker thaws it (counters back to warm-up) and it specializes as
+ * usual.
  */
 #ifndef Py_INTERNAL_GC_COW_CODE_H
 #define Py_INTERNAL_GC_COW_CODE_H

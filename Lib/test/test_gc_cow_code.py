@@ -1,9 +1,10 @@
 """Tests for cowpy's settled code (Python/gc_cow_code.c, #17).
 
-With PYTHONCOWCODE=settle (opt-in) the immortalizing walk settles the code
-it makes immortal: a forked worker runs it without writing its bytecode
+Unless PYTHONCOWCODE=stock, the immortalizing walk settles the code it
+makes immortal: a forked worker runs it without writing its bytecode
 (adaptive counters, RESUME) until the code is hot in that worker, then
-thaws it and specializes as usual.
+thaws it and specializes as usual.  Hot means its first few calls in the
+default light mode, some tens of calls with PYTHONCOWCODE=settle.
 """
 
 import gc
@@ -105,15 +106,38 @@ class SettleTests(unittest.TestCase):
         self.assertTrue(unchanged)
 
     def test_stock_mode_does_not_settle(self):
-        for args in ({"PYTHONCOWCODE": "stock"}, {"PYTHONCOWCODE": ""}):
-            res = run("""
-                gc.freeze(immortalize=True)
-                before = code_bytes(work)
-                work(5); work(5)
-                print(json.dumps([gc.get_shared_stats()["code_settled"],
-                                  code_bytes(work) != before]))
-            """, **args)
-            self.assertEqual(res, [0, True])
+        res = run("""
+            gc.freeze(immortalize=True)
+            before = code_bytes(work)
+            work(5); work(5)
+            print(json.dumps([gc.get_shared_stats()["code_settled"],
+                              code_bytes(work) != before]))
+        """, PYTHONCOWCODE="stock")
+        self.assertEqual(res, [0, True])
+
+    def test_light_mode_thaws_after_a_few_calls(self):
+        # The default: settled like settle, but thawed within the first
+        # few calls (work(5) runs about 40 adaptive instructions a call:
+        # 256 settled executions thaw it at its 7th call or so, where
+        # settle's 2,048 need about 50).
+        body = """
+            gc.freeze(immortalize=True)
+            before = code_bytes(work)
+            work(5); work(5)
+            after_two = code_bytes(work) == before
+            for _ in range(28):
+                work(5)
+            print(json.dumps([gc.get_shared_stats()["code_settled"] > 0,
+                              after_two,
+                              gc.get_shared_stats()["code_thawed"] >= 1,
+                              specialized(work) != []]))
+        """
+        self.assertEqual(run(body, PYTHONCOWCODE=""),
+                         [True, True, True, True])
+        self.assertEqual(run(body, PYTHONCOWCODE="light"),
+                         [True, True, True, True])
+        self.assertEqual(run(body, PYTHONCOWCODE="settle"),
+                         [True, True, False, False])
 
     @unittest.skipUnless(hasattr(os, "fork"), "needs os.fork")
     def test_worker_does_not_write_inherited_code(self):
@@ -285,14 +309,15 @@ class OptionTests(unittest.TestCase):
         return out.decode().strip()
 
     def test_values(self):
-        self.assertEqual(self.mode([], {}), "False")   # opt-in
+        self.assertEqual(self.mode([], {}), "True")    # light
+        self.assertEqual(self.mode([], {"PYTHONCOWCODE": "light"}), "True")
         self.assertEqual(self.mode([], {"PYTHONCOWCODE": "settle"}), "True")
         self.assertEqual(self.mode([], {"PYTHONCOWCODE": "stock"}), "False")
         self.assertEqual(self.mode(["-X", "cowcode=settle"], {}), "True")
         self.assertEqual(self.mode(["-X", "cowcode=stock"],
                                    {"PYTHONCOWCODE": "settle"}), "False")
-        self.assertEqual(self.mode(["-E"], {"PYTHONCOWCODE": "settle"}),
-                         "False")
+        self.assertEqual(self.mode(["-E"], {"PYTHONCOWCODE": "stock"}),
+                         "True")
 
     def test_invalid_values_fail_at_startup(self):
         for args, env, msg in [
@@ -302,13 +327,13 @@ class OptionTests(unittest.TestCase):
                 rc, out, err = assert_python_failure(
                     *args, "-c", "pass", __isolated=False, **env)
                 self.assertIn(msg, err)
-                self.assertIn(b"expected settle or stock", err)
+                self.assertIn(b"expected light, settle or stock", err)
 
     def test_help(self):
         rc, out, err = assert_python_ok("--help-env")
         self.assertIn(b"PYTHONCOWCODE", out)
         rc, out, err = assert_python_ok("--help-xoptions")
-        self.assertIn(b"-X cowcode=[stock|settle]", out)
+        self.assertIn(b"-X cowcode=[light|settle|stock]", out)
 
 
 if __name__ == "__main__":

@@ -86,10 +86,15 @@ MODES = [
     ("cowpy default", "cowpy", {}, {}),
     ("cowpy + freeze(immortalize=True)", "cowpy", {},
      {"immortalize": True}),
+    # Inherited code written in place, as stock does.
+    ("cowpy immortal, PYTHONCOWCODE=stock", "cowpy",
+     {"PYTHONCOWFORK": "immortal", "PYTHONCOWCODE": "stock"}, {}),
+    # The default code mode, light: settled until its first few calls in
+    # a worker (Python/gc_cow_code.c).
     ("cowpy PYTHONCOWFORK=immortal", "cowpy",
      {"PYTHONCOWFORK": "immortal"}, {}),
-    # The same with settled code (#17, opt-in): workers leave inherited
-    # code unwritten until it is hot in them.
+    # Settled code (#17, opt-in): workers leave inherited code unwritten
+    # until it is hot in them.
     ("cowpy immortal, PYTHONCOWCODE=settle", "cowpy",
      {"PYTHONCOWFORK": "immortal", "PYTHONCOWCODE": "settle"}, {}),
     ("stock + recipe, warm master", "stock", {},
@@ -98,11 +103,13 @@ MODES = [
      {"PYTHONCOWFORK": "immortal"}, {"warm": True}),
 ]
 BASELINE = "stock + recipe"
-SWEEP_MODES = ["stock + recipe", "cowpy PYTHONCOWFORK=immortal",
+SWEEP_MODES = ["stock + recipe", "cowpy immortal, PYTHONCOWCODE=stock",
+               "cowpy PYTHONCOWFORK=immortal",
                "cowpy immortal, PYTHONCOWCODE=settle"]
 # Growth against calls per function (--calls-sweep): settled code thaws
 # once it is hot in the worker (Python/gc_cow_code.c).
-CSWEEP_MODES = ["cowpy PYTHONCOWFORK=immortal",
+CSWEEP_MODES = ["cowpy immortal, PYTHONCOWCODE=stock",
+                "cowpy PYTHONCOWFORK=immortal",
                 "cowpy immortal, PYTHONCOWCODE=settle"]
 ATTRIBUTION_MODES = ["cowpy PYTHONCOWFORK=immortal",
                      "cowpy immortal, PYTHONCOWCODE=settle",

@@ -120,7 +120,8 @@ def main():
     ap.add_argument("stock")
     ap.add_argument("cowpy")
     ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--modes", default="stock+recipe,cowpy-immortal,"
+    ap.add_argument("--modes", default="stock+recipe,"
+                    "cowpy-immortal-stockcode,cowpy-immortal,"
                     "cowpy-immortal-settle")
     args = ap.parse_args()
     pythons = {"stock": os.path.abspath(args.stock),

@@ -9,19 +9,22 @@ and its code), calls gc.freeze(immortalize=True) where the interpreter has
 it (cowpy: the walk settles the code it makes immortal; stock: a plain
 gc.freeze()), then serves N /item/<i> requests through Flask's test client
 and reports the CPU time (time.process_time()) of those requests only.
-Three variants, run in turn in every round (A B C A B C ...), so that drift
-of the shared machine hits them alike:
+Four variants, run in turn in every round (A B C D A B C D ...), so that
+drift of the shared machine hits them alike:
 
     stock            stock CPython, gc.freeze()
-    cowpy            cowpy defaults (PYTHONCOWCODE=stock: code counts
-                     down and specializes in place)
+    cowpy            cowpy, PYTHONCOWCODE=stock (code counts down and
+                     specializes in place)
+    cowpy light      cowpy, PYTHONCOWCODE=light, the default (settled
+                     code, thawed within its first few calls)
     cowpy settle     cowpy, PYTHONCOWCODE=settle (settled code, thawed
                      once hot)
 
 Printed: the median CPU seconds of each variant, and the median of the
 per-round ratios to 'cowpy' and to 'stock'.  Settled code runs
-generic until it thaws (2,048 settled executions of a code object), so its
-cost is in a process's first requests: compare a short and a long run.
+generic until it thaws (256 settled executions of a code object in the
+light mode, 2,048 with settle), so its cost is in a process's first
+requests: compare a short and a long run.
 Uses the pre-fork benchmark's site directory (build/prefork-site, made
 from Debian's Flask packages by bench/prefork/deps.py, as run.py does).
 """
@@ -86,6 +89,7 @@ def main():
     variants = [
         ("stock", args.stock, {}),
         ("cowpy", args.cowpy, {"PYTHONCOWCODE": "stock"}),
+        ("cowpy light", args.cowpy, {"PYTHONCOWCODE": "light"}),
         ("cowpy settle", args.cowpy, {"PYTHONCOWCODE": "settle"}),
     ]
     print("Settled code, speed: the pre-fork app's request path through "

@@ -40,7 +40,11 @@ MODES = {
     "stock+recipe": ("stock", {"SERVERS_RECIPE": "1"}),
     "cowpy": ("cowpy", {}),
     "cowpy-immortal": ("cowpy", {"PYTHONCOWFORK": "immortal"}),
-    # Not run by default: settled code (#17), opt-in.
+    # Not run by default: inherited code written in place (the default
+    # code mode is light: settled until its first few calls in a worker),
+    # and settled until hot (#17, opt-in).
+    "cowpy-immortal-stockcode": ("cowpy", {"PYTHONCOWFORK": "immortal",
+                                           "PYTHONCOWCODE": "stock"}),
     "cowpy-immortal-settle": ("cowpy", {"PYTHONCOWFORK": "immortal",
                                         "PYTHONCOWCODE": "settle"}),
 }
