@@ -345,7 +345,8 @@ def main():
                     help="wrk seconds per gunicorn stack and mode")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--modes", default=",".join(
-        m for m in MODES if m != "cowpy-immortal-settle"))
+        m for m in MODES if m not in ("cowpy-immortal-stockcode",
+                                      "cowpy-immortal-settle")))
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--tasks", type=int, default=400)
     ap.add_argument("--records", type=int, default=100000,
