@@ -2,8 +2,14 @@
 multiprocessing.Pool (fork), Celery prefork, Django and Starlette under
 gunicorn.  Equal work per mode; per stack and mode: worker USS and PSS
 (mean over the workers, /proc/PID/smaps_rollup through cowstat's reader),
-the tree's PSS where there is a server, throughput and failures, and
-ratios against stock with that stack's freeze recipe.
+the tree's PSS where there is a server, throughput and failures, the
+CPU time the tree spent per task or request (utime + stime from
+/proc/PID/stat, over the measured run), and ratios against stock with
+that stack's freeze recipe.  The machine is shared: its rate moves by
+10-30 % from round to round with other tenants' load, the CPU time per
+request much less, so "per CPU" (the recipe's CPU time per unit over
+this mode's, above 1 when this mode needs less) is the throughput figure
+to compare, the rate the one users see.
 
     python3 bench/servers/run.py STOCK COWPY [--stacks mp,celery,...]
         [--modes stock,stock+recipe,cowpy,cowpy-immortal] [--csv FILE]
@@ -174,7 +180,20 @@ def mem_of(pids, parent=None):
     return out
 
 
-def row(stack, mode, workers, tree_pss, rate, unit, failures, extra=""):
+def cpu_of(pids):
+    """CPU seconds (user + system) the processes PIDS have used so far;
+    a process that has gone counts 0."""
+    total = 0.0
+    for p in pids:
+        try:
+            total += cowproc.read_cpu_faults(p)["cpu_s"]
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def row(stack, mode, workers, tree_pss, rate, unit, failures, extra="",
+        cpu_ms=None):
     return {"stack": stack, "mode": mode,
             "workers": len(workers),
             "uss_mib": statistics.mean(w["uss"] for w in workers) / MIB,
@@ -183,7 +202,7 @@ def row(stack, mode, workers, tree_pss, rate, unit, failures, extra=""):
                            / MIB if "copied" in workers[0] else None),
             "tree_pss_mib": tree_pss / MIB if tree_pss else None,
             "rate": rate, "unit": unit, "failures": failures,
-            "note": extra}
+            "cpu_ms": cpu_ms, "note": extra}
 
 
 # ------------------------------------------------------------ stacks
@@ -196,7 +215,8 @@ def run_mp(python, env, args):
         raise RuntimeError(out.stderr[-2000:])
     d = json.loads(out.stdout.splitlines()[-1])
     return d["workers"], None, d["tasks"] / d["seconds"], "tasks/s", 0, \
-        "checksum %s, pool start %.2f s" % (d["checksum"], d["startup"])
+        "checksum %s, pool start %.2f s" % (d["checksum"], d["startup"]), \
+        1000.0 * d["cpu_s"] / d["tasks"]
 
 
 def run_celery(python, env, args):
@@ -208,19 +228,23 @@ def run_celery(python, env, args):
         shutil.rmtree(work, ignore_errors=True)
         raise
     try:
+        tree_pids = [proc.pid] + children(proc.pid)
+        cpu0 = cpu_of(tree_pids)
         client = subprocess.run(
             [python, "-c", CELERY_CLIENT, str(args.tasks)], env=env,
             cwd=HERE, capture_output=True, text=True, timeout=600)
         if client.returncode:
             raise RuntimeError(client.stderr[-2000:])
         d = json.loads(client.stdout.splitlines()[-1])
+        cpu = cpu_of(tree_pids) - cpu0
         pids = children(proc.pid)
         workers = mem_of(pids, proc.pid)
         tree = mem_of([proc.pid]) + workers
         return (workers, sum(m["pss"] for m in tree),
                 d["ok"] / d["seconds"], "tasks/s", d["failed"],
                 "checksum %s, %d workers answered, immortal there: %s"
-                % (d["checksum"], d["pids"], d["immortal"]))
+                % (d["checksum"], d["pids"], d["immortal"]),
+                1000.0 * cpu / max(d["ok"], 1))
     finally:
         stop(proc)
         shutil.rmtree(work, ignore_errors=True)
@@ -306,7 +330,10 @@ def run_gunicorn(stack, python, env, args):
         raise
     try:
         run_wrk(port, paths, args.warmup)
+        tree_pids = [proc.pid] + children(proc.pid)
+        cpu0 = cpu_of(tree_pids)
         rate, requests, errors, text = run_wrk(port, paths, args.duration)
+        cpu = cpu_of(tree_pids) - cpu0
         workers = mem_of(children(proc.pid), proc.pid)
         tree = mem_of([proc.pid]) + workers
         imm = set()
@@ -314,7 +341,7 @@ def run_gunicorn(stack, python, env, args):
             imm.add(http_json(port, "/health")[1]["immortal"])
         return (workers, sum(m["pss"] for m in tree), rate, "req/s",
                 errors, "%d requests, immortal in worker: %s"
-                % (requests, sorted(imm)))
+                % (requests, sorted(imm)), 1000.0 * cpu / max(requests, 1))
     finally:
         stop(proc)
         shutil.rmtree(work, ignore_errors=True)
@@ -371,40 +398,49 @@ def main():
                 which, extra = MODES[mode]
                 env = base_env(extra, args.records)
                 log("[%s] round %d: %s" % (stack, rnd + 1, mode))
-                workers, tree, rate, unit, failures, note = STACKS[stack](
-                    pythons[which], env, args)
+                workers, tree, rate, unit, failures, note, cpu_ms = \
+                    STACKS[stack](pythons[which], env, args)
                 r = row(stack, mode, workers, tree, rate, unit, failures,
-                        note)
+                        note, cpu_ms)
                 r["round"] = rnd + 1
                 rows.append(r)
                 runs[mode].append(r)
         print("\n%s (%s; median of %d round(s))"
               % (stack, runs[modes[0]][0]["unit"], args.rounds))
-        print("  %-21s %9s %9s %9s %9s %10s %9s %8s %8s  %s"
+        print("  %-21s %9s %9s %9s %9s %10s %8s %9s %8s %8s %8s  %s"
               % ("mode", "USS MiB", "copied", "PSS MiB", "tree PSS",
-                 "rate", "failures", "USS", "rate", "note"))
+                 "rate", "CPU ms", "failures", "USS", "rate", "per CPU",
+                 "note"))
         med = {}
         for mode in modes:
             rs = runs[mode]
             m = {k: (statistics.median(r[k] for r in rs)
                      if rs[0][k] is not None else None)
                  for k in ("uss_mib", "copied_mib", "pss_mib",
-                           "tree_pss_mib", "rate")}
+                           "tree_pss_mib", "rate", "cpu_ms")}
             m["failures"] = sum(r["failures"] for r in rs)
             med[mode] = m
             base = med.get(BASELINE)
-            ratio = ("%7.3fx %7.2fx" % (m["uss_mib"] / base["uss_mib"],
-                                        m["rate"] / base["rate"])
-                     if base else "%8s %8s" % ("", ""))
-            print("  %-21s %9.1f %9s %9.1f %9s %10.1f %9d %s  %s" % (
+            # per CPU: the median over the rounds of the recipe's CPU time
+            # per unit over this mode's in the same round (the rounds
+            # interleave the modes, so a slow stretch hits both).
+            per_cpu = statistics.median(
+                b["cpu_ms"] / r["cpu_ms"]
+                for b, r in zip(runs[BASELINE], rs)) if base else None
+            ratio = ("%7.3fx %7.2fx %7.2fx" % (
+                m["uss_mib"] / base["uss_mib"], m["rate"] / base["rate"],
+                per_cpu) if base else "%8s %8s %8s" % ("", "", ""))
+            print("  %-21s %9.1f %9s %9.1f %9s %10.1f %8.2f %9d %s  %s" % (
                 mode, m["uss_mib"],
                 "-" if m["copied_mib"] is None else "%.1f" % m["copied_mib"],
                 m["pss_mib"],
                 "-" if m["tree_pss_mib"] is None
                 else "%.1f" % m["tree_pss_mib"],
-                m["rate"], m["failures"], ratio, rs[-1]["note"]),
-                flush=True)
-    print("\nratios: worker USS and %s vs %s" % ("rate", BASELINE))
+                m["rate"], m["cpu_ms"], m["failures"], ratio,
+                rs[-1]["note"]), flush=True)
+    print("\nratios: worker USS, rate and per CPU vs %s (per CPU: its CPU "
+          "time per unit over the mode's, median of the rounds' ratios)"
+          % BASELINE)
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
