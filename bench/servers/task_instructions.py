@@ -1,0 +1,76 @@
+"""Instructions per catalogue task, stock vs cowpy (issue #16), counted by
+callgrind: unlike CPU time on a shared machine, they do not move with
+other tenants' load.
+
+    python3 bench/servers/task_instructions.py STOCK COWPY [--tasks 10]
+        [--records 20000] [--env NAME=VALUE ...]
+
+Each interpreter runs the servers benchmark's task (catalogue.scan(), the
+work of a Celery or multiprocessing task) TASKS times in one process, and
+once with no task; the difference is the tasks' instructions, so the
+import and the catalogue's construction cancel out.  --env applies to the
+cowpy runs (e.g. PYTHONCOWFORK=immortal; this process does not fork, so
+the fork modes change nothing here).  Needs valgrind.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+CHILD = "import sys, catalogue; " \
+        "print(sum(catalogue.scan(i) for i in range(int(sys.argv[1]))))"
+
+
+def instructions(python, tasks, records, extra):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYTHON")}
+    # A fixed hash seed: dict and set layouts, and so the work, repeat.
+    env.update(PYTHONPATH=HERE, SERVERS_RECORDS=str(records),
+               PYTHONHASHSEED="0")
+    env.update(extra)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind",
+             "--callgrind-out-file=" + os.path.join(tmp, "cg.out"),
+             python, "-c", CHILD, str(tasks)],
+            env=env, capture_output=True, text=True, check=True)
+    m = re.search(r"Collected : (\d+)", out.stderr)
+    if m is None:
+        raise RuntimeError(out.stderr[-2000:])
+    return int(m.group(1))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("stock")
+    ap.add_argument("cowpy")
+    ap.add_argument("--tasks", type=int, default=10)
+    ap.add_argument("--records", type=int, default=20000)
+    ap.add_argument("--env", action="append", default=[],
+                    help="NAME=VALUE for the cowpy runs")
+    args = ap.parse_args()
+    extra = dict(e.split("=", 1) for e in args.env)
+    rows = []
+    for name, python, env in (("stock", args.stock, {}),
+                              ("cowpy", args.cowpy, extra)):
+        base = instructions(python, 0, args.records, env)
+        full = instructions(python, args.tasks, args.records, env)
+        rows.append((name, base, full, (full - base) / args.tasks))
+    print("Instructions per catalogue task (callgrind), %d tasks over %d "
+          "records%s" % (args.tasks, args.records,
+                         ", cowpy with " + " ".join(args.env)
+                         if args.env else ""))
+    print("%-6s %15s %15s %15s" % ("", "no task", "with tasks",
+                                   "per task"))
+    for name, base, full, per in rows:
+        print("%-6s %15d %15d %15.0f" % (name, base, full, per))
+    print("cowpy/stock per task: %.4f" % (rows[1][3] / rows[0][3]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
