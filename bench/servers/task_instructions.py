@@ -3,14 +3,14 @@ callgrind: unlike CPU time on a shared machine, they do not move with
 other tenants' load.
 
     python3 bench/servers/task_instructions.py STOCK COWPY [--tasks 10]
-        [--records 20000] [--env NAME=VALUE ...]
+        [--records 20000] [--fork] [--env NAME=VALUE ...]
 
 Each interpreter runs the servers benchmark's task (catalogue.scan(), the
 work of a Celery or multiprocessing task) TASKS times in one process, and
 once with no task; the difference is the tasks' instructions, so the
 import and the catalogue's construction cancel out.  --env applies to the
-cowpy runs (e.g. PYTHONCOWFORK=immortal; this process does not fork, so
-the fork modes change nothing here).  Needs valgrind.
+cowpy runs (e.g. PYTHONCOWFORK=immortal: without --fork the process does
+not fork, so the fork modes change nothing there).  Needs valgrind.
 """
 
 import argparse
@@ -24,9 +24,22 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 CHILD = "import sys, catalogue; " \
         "print(sum(catalogue.scan(i) for i in range(int(sys.argv[1]))))"
+# --fork: the tasks run in a forked worker (as a pool process runs them:
+# after the fork's freeze, the immortal mode's walk, the set-aside pools
+# and settled code); only the worker's instructions are counted.
+FORK_CHILD = """
+import os, sys, catalogue
+n = int(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    print(sum(catalogue.scan(i) for i in range(n)))
+    sys.stdout.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
 
 
-def instructions(python, tasks, records, extra):
+def instructions(python, tasks, records, extra, fork=False):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PYTHON")}
     # A fixed hash seed: dict and set layouts, and so the work, repeat.
@@ -36,13 +49,14 @@ def instructions(python, tasks, records, extra):
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             ["valgrind", "--tool=callgrind",
-             "--callgrind-out-file=" + os.path.join(tmp, "cg.out"),
-             python, "-c", CHILD, str(tasks)],
+             "--callgrind-out-file=" + os.path.join(tmp, "cg.%p.out"),
+             python, "-c", FORK_CHILD if fork else CHILD, str(tasks)],
             env=env, capture_output=True, text=True, check=True)
-    m = re.search(r"Collected : (\d+)", out.stderr)
-    if m is None:
+    # One "Collected" line per process; the forked worker's ends first.
+    counts = [int(x) for x in re.findall(r"Collected : (\d+)", out.stderr)]
+    if not counts:
         raise RuntimeError(out.stderr[-2000:])
-    return int(m.group(1))
+    return counts[0]
 
 
 def main():
@@ -51,6 +65,9 @@ def main():
     ap.add_argument("cowpy")
     ap.add_argument("--tasks", type=int, default=10)
     ap.add_argument("--records", type=int, default=20000)
+    ap.add_argument("--fork", action="store_true",
+                    help="run the tasks in a forked worker; count its "
+                         "instructions only")
     ap.add_argument("--env", action="append", default=[],
                     help="NAME=VALUE for the cowpy runs")
     args = ap.parse_args()
@@ -58,11 +75,13 @@ def main():
     rows = []
     for name, python, env in (("stock", args.stock, {}),
                               ("cowpy", args.cowpy, extra)):
-        base = instructions(python, 0, args.records, env)
-        full = instructions(python, args.tasks, args.records, env)
+        base = instructions(python, 0, args.records, env, args.fork)
+        full = instructions(python, args.tasks, args.records, env,
+                            args.fork)
         rows.append((name, base, full, (full - base) / args.tasks))
     print("Instructions per catalogue task (callgrind), %d tasks over %d "
-          "records%s" % (args.tasks, args.records,
+          "records%s%s" % (args.tasks, args.records,
+                           ", in a forked worker" if args.fork else "",
                          ", cowpy with " + " ".join(args.env)
                          if args.env else ""))
     print("%-6s %15s %15s %15s" % ("", "no task", "with tasks",
