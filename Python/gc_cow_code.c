@@ -18,8 +18,8 @@
  * - light (the default): COW_THAW_HITS_LIGHT, the first few calls.  What
  *   a worker runs once or twice (start-up, lazy initialization at its
  *   first request) stays shared; the request path thaws at once.  The
- *   Django site of make bench-servers: 0.3 MiB less per worker; the
- *   pre-fork app's first 300 requests: 1.03x CPU.
+ *   Django site (make bench-code): 4.6 MiB copied per worker instead of
+ *   5.0; the pre-fork app's first 300 requests: 1.00x CPU.
  * - settle (opt-in): COW_THAW_HITS, for code bases whose workers run a
  *   long tail of code some tens of times each.  5,000 functions called
  *   20 times by a worker copy under 60 B per function instead of about
@@ -57,9 +57,9 @@
    instructions thaws within its first few calls, so the code a worker
    runs on every request is specialized after a handful of requests, and
    settling costs each code object at most this many generic executions
-   (2-3% CPU over the pre-fork app's first 300 requests, against 14% with
-   COW_THAW_HITS).  What it keeps shared is the code a worker runs only a
-   few times. */
+   (1.00x CPU over the pre-fork app's first 300 requests, against 1.13x
+   with COW_THAW_HITS: bench/results/code_settle_speed.txt).  What it
+   keeps shared is the code a worker runs only a few times. */
 #define COW_THAW_HITS_LIGHT 256
 
 /* The counts: one 16-bit counter per hash of a code object's address, in
