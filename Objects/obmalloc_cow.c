@@ -17,8 +17,9 @@
  *       of its blocks, and that reclaims it first).
  *   _PyObject_CowReclaimPool()          (pymalloc_free_aside)
  *       gives an aside pool back at the first free of one of its blocks;
- *       pymalloc_free() tests _PyObject_CowAside.count, then the pool's
- *       bit (_PyObject_CowPoolIsAside()).
+ *       pymalloc_free() tests the pool's arena index against
+ *       _PyObject_CowAside.limit, then the pool's bit
+ *       (_PyObject_CowFreeIsAside()).
  *   the dropped-pool test                (allocate_from_new_pool)
  *       reinitialises a reclaimed pool that became empty, so the holes it
  *       abandoned come back (no leak).
@@ -52,7 +53,7 @@
 #  endif
 #endif
 
-_PyObject_CowAsideMap _PyObject_CowAside = {0, NULL, NULL, 0};
+_PyObject_CowAsideMap _PyObject_CowAside = {0, NULL, NULL, 0, 0};
 
 enum { COW_ALLOC_ASIDE = 0, COW_ALLOC_STOCK = 1 };
 
@@ -84,10 +85,15 @@ _PyObject_CowReclaimPool(struct _obmalloc_state *state, poolp pool)
     _PyObject_CowAsideMap *m = &_PyObject_CowAside;
     assert(_PyObject_CowPoolIsAside(state, pool));
     assert(pool->ref.count > 0);
-    m->bits[pool->arenaindex] &=
+    m->arenas[pool->arenaindex].bits &=
         ~((uint64_t)1 << _PyObject_CowPoolBit(state, pool));
     m->count--;
     cow_alloc.reclaimed++;
+    /* Lower the bound past arenas left without aside pools. */
+    while (m->limit > 0 && m->arenas[m->limit - 1].bits == 0) {
+        m->limit--;
+    }
+    assert(m->limit > 0 || m->count == 0);
 
     /* Drop the inherited free list and the never-used tail. */
     pool->nextoffset = _PyObject_COW_POOL_DROPPED;
@@ -137,10 +143,10 @@ _PyObject_CowAllocAfterForkChild(PyInterpreterState *interp)
     cow_alloc.forks++;
 
     pymem_uint n = state->mgmt.maxarenas;
-    uint64_t *bits = NULL;
+    _PyObject_CowAsideArena *arenas = NULL;
     if (n > 0) {
-        bits = PyMem_RawCalloc(n, sizeof(uint64_t));
-        if (bits == NULL) {
+        arenas = PyMem_RawCalloc(n, sizeof(*arenas));
+        if (arenas == NULL) {
             /* Keep what is aside already; this fork's pools stay in use
                (stock behaviour).  Nothing else can fail. */
             cow_alloc.failed++;
@@ -151,11 +157,11 @@ _PyObject_CowAllocAfterForkChild(PyInterpreterState *interp)
        shared with this process's parent as well.  maxarenas never
        shrinks, so the old bitmap fits. */
     assert(m->narenas <= n);
-    if (m->bits != NULL) {
+    if (m->arenas != NULL) {
         if (m->narenas > 0) {
-            memcpy(bits, m->bits, m->narenas * sizeof(uint64_t));
+            memcpy(arenas, m->arenas, m->narenas * sizeof(*arenas));
         }
-        PyMem_RawFree(m->bits);
+        PyMem_RawFree(m->arenas);
     }
 
     Py_ssize_t added = 0, free_blocks = 0;
@@ -167,8 +173,9 @@ _PyObject_CowAllocAfterForkChild(PyInterpreterState *interp)
             assert(ai < n && state->mgmt.arenas[ai].address != 0);
             pymem_uint bit = _PyObject_CowPoolBit(state, p);
             assert(bit < 64);
-            assert(!(bits[ai] & ((uint64_t)1 << bit)));
-            bits[ai] |= (uint64_t)1 << bit;
+            assert(!(arenas[ai].bits & ((uint64_t)1 << bit)));
+            arenas[ai].bits |= (uint64_t)1 << bit;
+            arenas[ai].first = state->mgmt.arenas[ai].address >> POOL_BITS;
             added++;
             free_blocks += NUMBLOCKS(i) - p->ref.count;
         }
@@ -176,10 +183,15 @@ _PyObject_CowAllocAfterForkChild(PyInterpreterState *interp)
         state->pools.used[i + i] = head;
         state->pools.used[i + i + 1] = head;
     }
-    m->bits = bits;
+    pymem_uint limit = n;
+    while (limit > 0 && arenas[limit - 1].bits == 0) {
+        limit--;
+    }
+    m->arenas = arenas;
     m->narenas = n;
     m->state = state;
     m->count += added;
+    m->limit = limit;
     cow_alloc.new_at_fork = added;
     cow_alloc.aside_at_fork = m->count;
     cow_alloc.free_blocks_at_fork = free_blocks;
@@ -373,7 +385,7 @@ _PyObject_CowAllocStats(PyObject *module, PyObject *Py_UNUSED(ignored))
     if (m->count != 0) {
         struct _obmalloc_state *state = m->state;
         for (pymem_uint ai = 0; ai < m->narenas; ai++) {
-            uint64_t b = m->bits[ai];
+            uint64_t b = m->arenas[ai].bits;
             uintptr_t base = state->mgmt.arenas[ai].address;
             for (int bit = 0; b != 0; bit++, b >>= 1) {
                 if (b & 1) {

@@ -12,7 +12,8 @@
  * holes of that pool are dropped until the pool is empty again.
  *
  * Upstream files call only what is declared here.  A process that never
- * forks pays one predicted-false test per free (_PyObject_CowAside.count).
+ * forks pays one predicted-false test per free (_PyObject_CowFreeIsAside():
+ * the pool's arena index against a bound that is then 0).
  */
 #ifndef Py_INTERNAL_OBMALLOC_COW_H
 #define Py_INTERNAL_OBMALLOC_COW_H
@@ -46,20 +47,31 @@ extern "C" {
 #  error "the set-aside bitmap needs at most 64 pools per arena"
 #endif
 
+/* One arena of the set-aside.  An arena holding an aside pool is never
+   freed (the pool has an allocated block until it is reclaimed, which
+   clears its bit), so while bits is not 0 the entry's index keeps naming
+   the same address. */
 typedef struct {
-    /* Pools still set aside.  Non-zero only in a forked child; while it is
-       zero, pymalloc_free() does nothing else. */
+    uint64_t bits;       /* its aside pools, by _PyObject_CowPoolBit() */
+    uintptr_t first;     /* its address >> POOL_BITS while bits != 0: a
+                            copy, so that a free reads no arena_object */
+} _PyObject_CowAsideArena;
+
+typedef struct {
+    /* Pools still set aside.  Non-zero only in a forked child. */
     Py_ssize_t count;
     /* The obmalloc state the bits describe (the main interpreter's at the
        fork); other states (isolated subinterpreters created later) have
        their own arena indices and are never aside. */
     struct _obmalloc_state *state;
-    /* bits[i]: the aside pools of allarenas[i], for i < narenas (maxarenas
-       at the last fork).  An arena holding an aside pool is never freed
-       (the pool has an allocated block until it is reclaimed, which clears
-       its bit), so its index keeps naming the same address. */
-    uint64_t *bits;
+    /* arenas[i]: allarenas[i], for i < narenas (maxarenas at the last
+       fork). */
+    _PyObject_CowAsideArena *arenas;
     pymem_uint narenas;
+    /* No arena at or above this index holds an aside pool: 0 while none
+       is aside.  pymalloc_free() tests it first, so that a free in an
+       arena the child made pays one comparison. */
+    pymem_uint limit;
 } _PyObject_CowAsideMap;
 
 extern _PyObject_CowAsideMap _PyObject_CowAside;
@@ -80,10 +92,25 @@ _PyObject_CowPoolIsAside(struct _obmalloc_state *state, poolp pool)
 {
     const _PyObject_CowAsideMap *m = &_PyObject_CowAside;
     pymem_uint ai = pool->arenaindex;
-    if (state != m->state || ai >= m->narenas) {
+    if (ai >= m->limit || state != m->state) {
         return 0;
     }
-    return (int)((m->bits[ai] >> _PyObject_CowPoolBit(state, pool)) & 1);
+    const _PyObject_CowAsideArena *a = &m->arenas[ai];
+    /* A stale first (bits == 0) gives a meaningless shift of 0. */
+    pymem_uint bit = (pymem_uint)(((uintptr_t)pool >> POOL_BITS) - a->first);
+    return (int)((a->bits >> (bit & 63)) & 1);
+}
+
+/* pymalloc_free()'s test: the same answer as _PyObject_CowPoolIsAside(),
+   with the common "no" (no fork, or an arena the child made) in one
+   predicted-false comparison before anything else is read. */
+static inline int
+_PyObject_CowFreeIsAside(struct _obmalloc_state *state, poolp pool)
+{
+    if (pool->arenaindex >= _PyObject_CowAside.limit) {
+        return 0;
+    }
+    return _PyObject_CowPoolIsAside(state, pool);
 }
 
 /* pymalloc_free_aside() (obmalloc.c), for a free in an aside pool, before

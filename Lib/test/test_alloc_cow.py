@@ -368,7 +368,9 @@ class NoLeakTests(unittest.TestCase):
         counts = res["counts"]
         # 50,000 blocks of 96 bytes fit in the arenas the parent had.
         self.assertLessEqual(max(counts), res["base"] + 1, res)
-        self.assertEqual(len(set(counts[1:])), 1, res)
+        # No growth after the first round (an arena the collector empties
+        # meanwhile may go back: fewer is not a leak).
+        self.assertLessEqual(max(counts[1:]), counts[1], res)
         # Pools of other size classes (start-up objects) may stay aside.
         self.assertGreater(res["stats"]["reclaimed"], 500, res)
 
@@ -397,7 +399,10 @@ class NoLeakTests(unittest.TestCase):
         res = json.loads(out)
         self.assertGreaterEqual(res["s0"]["aside"], 150, res)
         self.assertGreaterEqual(res["s1"]["reclaimed"], 150, res)
-        self.assertEqual(len(set(res["rounds"])), 1, res)
+        # No growth after the first round; fewer (an arena emptied by
+        # something else, as the debug build's hash-seed-dependent
+        # layouts do now and then) is not a leak.
+        self.assertLessEqual(max(res["rounds"]), res["rounds"][0], res)
         self.assertLessEqual(res["rounds"][0], res["a0"] + 1, res)
 
     def test_rss_flat_in_a_long_loop(self):
