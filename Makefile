@@ -62,7 +62,7 @@ COWPY := $(B)/cowpy/bin/python3
         servers-deps \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize bench-code bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-reload bench-uwsgi bench-prefork-uwsgi clinic install \
+        bench-immortalize bench-code bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-servers-instructions bench-reload bench-uwsgi bench-prefork-uwsgi clinic install \
         export-patches \
         clean distclean \
         cowpy-debug cowpy-asan check-debug check-asan fuzz soak
@@ -440,6 +440,8 @@ bench-exit: all
 	@mkdir -p $(RESULTS)
 	@$(STOCK) bench/exit/exit_cost.py $(STOCK) $(COWPY) \
 	    | tee $(RESULTS)/exit_cost.txt
+	@$(STOCK) bench/exit/exit_cost.py $(STOCK) $(COWPY) --flask 20000 \
+	    --rounds 5 | tee $(RESULTS)/exit_cost_flask.txt
 
 # Writes into inherited code (#17): what a worker copies of the code it
 # runs (memory), and what settled code costs in speed (interleaved CPU).
@@ -476,6 +478,18 @@ bench-servers: all servers-deps
 	@$(STOCK) bench/servers/run.py $(STOCK) $(COWPY) \
 	    --rounds $(SERVERS_ROUNDS) --duration 10 \
 	    --csv $(RESULTS)/servers.csv | tee $(RESULTS)/servers.txt
+
+# The same work counted in instructions (callgrind; the noise does not
+# move them): a catalogue task and a Django request in a forked worker,
+# cowpy's default and immortal modes against stock with its recipe.
+TI := $(STOCK) bench/servers/task_instructions.py $(STOCK) $(COWPY)
+bench-servers-instructions: all servers-deps
+	@mkdir -p $(RESULTS)
+	@{ $(TI); $(TI) --fork; $(TI) --fork --recipe; \
+	  $(TI) --fork --recipe --env PYTHONCOWFORK=immortal; \
+	  $(TI) --django --recipe --tasks 150 --warmup 30 --records 5000; \
+	  $(TI) --django --recipe --tasks 150 --warmup 30 --records 5000 \
+	    --env PYTHONCOWFORK=immortal; } | tee $(RESULTS)/task_instructions.txt
 
 # Worker turnover (#15): the gunicorn tree's peak PSS during a SIGHUP
 # reload and during --max-requests recycling, against its steady state.

@@ -10,12 +10,25 @@ child had before it began to exit: each fault left is a page the exit
 copied (or first touched) only to be thrown away.
 
     python bench/exit/exit_cost.py STOCK COWPY [--items 200000,600000]
+        [--flask USERS[,USERS...] [--requests 2000]]
+
+--flask: the heap is the pre-fork benchmark's Flask app
+(bench/prefork/app.py with PREFORK_USERS=USERS, its libraries from
+build/prefork-site) and the child serves REQUESTS requests through
+Flask's test client (every route without a parameter, in turn) before
+it exits: what a gunicorn worker's exit costs, module teardown of a
+real application included.
 """
 
 import argparse
 import os
 import subprocess
 import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+PREFORK = os.path.join(ROOT, "bench", "prefork")
+PREFORK_SITE = os.path.join(ROOT, "build", "prefork-site")
 
 CHILD = r'''
 import gc, os, sys, time
@@ -51,6 +64,41 @@ assert os.waitstatus_to_exitcode(status) == 0
 print((ru.ru_minflt - before) * 4, "%.3f" % (t1 - t0))
 '''
 
+# --flask: the same protocol, the app as the heap.
+FLASK_CHILD = r'''
+import gc, os, sys, time
+requests = int(sys.argv[1])
+recipe = sys.argv[2] == "1"
+if recipe:
+    gc.disable()
+import app
+if recipe:
+    gc.collect(); gc.freeze()
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    if recipe:
+        gc.enable()
+    client = app.app.test_client()
+    paths = sorted(rule.rule for rule in app.app.url_map.iter_rules()
+                   if "<" not in rule.rule and "static" not in rule.rule)
+    for i in range(requests):
+        resp = client.get(paths[i % len(paths)])
+        if resp.status_code != 200:
+            os._exit(3)
+    os.write(w, ("%d %f\n" % (
+        __import__("resource").getrusage(0).ru_minflt,
+        time.monotonic())).encode())
+    sys.exit(0)
+os.close(w)
+line = os.read(r, 100).split()
+before, t0 = int(line[0]), float(line[1])
+_, status, ru = os.wait4(pid, 0)
+t1 = time.monotonic()
+assert os.waitstatus_to_exitcode(status) == 0
+print((ru.ru_minflt - before) * 4, "%.3f" % (t1 - t0))
+'''
+
 MODES = [
     ("stock", "stock", "0", {}),
     ("stock+recipe", "stock", "1", {}),
@@ -60,11 +108,18 @@ MODES = [
 ]
 
 
-def run(python, items, recipe, env):
-    e = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+def run(python, items, recipe, env, flask_requests=None):
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith(("PYTHON", "PREFORK_"))}
     e.update(env)
-    out = subprocess.run([python, "-c", CHILD, str(items), recipe],
-                         env=e, capture_output=True, text=True, check=True)
+    if flask_requests is None:
+        argv = [python, "-c", CHILD, str(items), recipe]
+    else:
+        e.update(PREFORK_USERS=str(items),
+                 PYTHONPATH=os.pathsep.join([PREFORK, PREFORK_SITE]))
+        argv = [python, "-c", FLASK_CHILD, str(flask_requests), recipe]
+    out = subprocess.run(argv, env=e, capture_output=True, text=True,
+                         check=True)
     kib, secs = out.stdout.split()
     return int(kib), float(secs)
 
@@ -75,17 +130,44 @@ def main():
     ap.add_argument("cowpy")
     ap.add_argument("--items", default="200000,600000")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--flask", metavar="USERS",
+                    help="the Flask app of bench/prefork as the heap, at "
+                         "these PREFORK_USERS sizes (instead of --items)")
+    ap.add_argument("--requests", type=int, default=2000,
+                    help="with --flask: requests the child serves")
     args = ap.parse_args()
+    if args.rounds < 1 or args.requests < 0:
+        ap.error("--rounds must be positive and --requests >= 0")
+    sizes = args.flask or args.items
+    try:
+        sizes = [int(x) for x in sizes.split(",")]
+    except ValueError:
+        ap.error("sizes must be integers separated by commas: %r" % sizes)
     pythons = {"stock": args.stock, "cowpy": args.cowpy}
+    if args.flask:
+        # The pre-fork benchmark's packages (Debian's), as its run.py
+        # builds and checks them.
+        sys.path.insert(0, PREFORK)
+        from deps import build_site, check_deps
+        check_deps(False)
+        build_site(PREFORK_SITE, sorted({os.path.abspath(p)
+                                         for p in pythons.values()}),
+                   {k: v for k, v in os.environ.items()
+                    if not k.startswith("PYTHON")})
     print("Exit of a forked worker: KiB copied while it exits (minor faults"
           " x 4) and seconds from\nsys.exit(0) to the parent's wait4(); "
           f"median of {args.rounds}; ratios vs stock+recipe")
-    print(f"{'items':>8}  {'mode':<16}{'KiB':>10}{'s':>8}"
-          f"{'KiB ratio':>11}{'s ratio':>9}")
-    for items in (int(x) for x in args.items.split(",")):
+    if args.flask:
+        print(f"heap: bench/prefork's Flask app; the worker served "
+              f"{args.requests} requests")
+    print(f"{'users' if args.flask else 'items':>8}  {'mode':<16}{'KiB':>10}"
+          f"{'s':>8}{'KiB ratio':>11}{'s ratio':>9}")
+    flask_requests = args.requests if args.flask else None
+    for items in sizes:
         res = {}
         for name, which, recipe, env in MODES:
-            runs = sorted(run(pythons[which], items, recipe, env)
+            runs = sorted(run(pythons[which], items, recipe, env,
+                              flask_requests)
                           for _ in range(args.rounds))
             kib = sorted(r[0] for r in runs)[len(runs) // 2]
             secs = sorted(r[1] for r in runs)[len(runs) // 2]

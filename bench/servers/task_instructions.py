@@ -1,9 +1,10 @@
-"""Instructions per catalogue task, stock vs cowpy (issue #16), counted by
-callgrind: unlike CPU time on a shared machine, they do not move with
-other tenants' load.
+"""Instructions per catalogue task or per Django request, stock vs cowpy
+(issue #16), counted by callgrind: unlike CPU time on a shared machine,
+they do not move with other tenants' load.
 
     python3 bench/servers/task_instructions.py STOCK COWPY [--tasks 10]
         [--records 20000] [--fork [--recipe]] [--env NAME=VALUE ...]
+        [--django [--warmup 20]]
 
 Each interpreter runs the servers benchmark's task (catalogue.scan(), the
 work of a Celery or multiprocessing task) TASKS times in one process, and
@@ -14,6 +15,14 @@ not fork, so the fork modes change nothing there).  --recipe (with
 --fork) gives stock its freeze recipe, as the servers benchmark's
 stock+recipe mode: gc.disable() before the catalogue is built,
 gc.collect(); gc.freeze() before the fork, gc.enable() in the worker.
+
+--django: a task is one request to the servers benchmark's Django site
+(djapp, its database built before the fork as gunicorn --preload does),
+called through its WSGI application in a forked worker (implies --fork),
+cycling over the benchmark's wrk paths; both runs first serve WARMUP
+requests, so a worker's first, lazy requests cancel out too.  Needs the
+servers benchmark's packages (make servers-deps).
+
 Needs valgrind.
 """
 
@@ -25,6 +34,9 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SERVERS_SITE = os.path.join(ROOT, "build", "servers", "root", "usr", "lib",
+                            "python3", "dist-packages")
 
 CHILD = "import sys, catalogue; " \
         "print(sum(catalogue.scan(i) for i in range(int(sys.argv[1]))))"
@@ -46,23 +58,83 @@ if pid == 0:
     os._exit(0)
 os.waitpid(pid, 0)
 """
+# --django: argv[1] requests after argv[2] warm-up ones, each checked.
+DJANGO_CHILD = """
+import gc, io, os, sys
+n, warm = int(sys.argv[1]), int(sys.argv[2])
+from djapp import wsgi
+import catalogue
+PATHS = ["/product/%d", "/page/%d", "/db/%d"]
+
+def request(k):
+    path = PATHS[k % len(PATHS)] % ((k * 7919) % 1000003)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path,
+               "SCRIPT_NAME": "", "QUERY_STRING": "",
+               "SERVER_NAME": "localhost", "SERVER_PORT": "80",
+               "HTTP_HOST": "localhost", "SERVER_PROTOCOL": "HTTP/1.1",
+               "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
+               "wsgi.input": io.BytesIO(), "wsgi.errors": sys.stderr,
+               "wsgi.multithread": False, "wsgi.multiprocess": True,
+               "wsgi.run_once": False}
+    status = []
+    result = wsgi.application(
+        environ, lambda s, h, exc_info=None: status.append(s))
+    try:
+        size = sum(len(chunk) for chunk in result)
+    finally:
+        result.close()
+    if not status[0].startswith("200") or size == 0:
+        raise SystemExit("%s: %s" % (path, status[0]))
+    return size
+
+if catalogue.RECIPE:
+    gc.collect()
+    gc.freeze()
+pid = os.fork()
+if pid == 0:
+    if catalogue.RECIPE:
+        gc.enable()
+    for k in range(warm):
+        request(k)
+    print(sum(request(k) for k in range(warm, warm + n)))
+    sys.stdout.flush()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 def instructions(python, tasks, records, extra, fork=False, keep=None,
-                 label=""):
+                 label="", django=None):
+    """The first process's instructions (the worker's with fork or
+    django); django is the number of warm-up requests."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PYTHON")}
+           if not k.startswith(("PYTHON", "SERVERS_"))}
     # A fixed hash seed: dict and set layouts, and so the work, repeat.
     env.update(PYTHONPATH=HERE, SERVERS_RECORDS=str(records),
                PYTHONHASHSEED="0")
+    if django is not None:
+        code, args = DJANGO_CHILD, [str(tasks), str(django)]
+        env.update(PYTHONPATH=os.pathsep.join([HERE, SERVERS_SITE]),
+                   DJANGO_SETTINGS_MODULE="djapp.settings",
+                   SERVERS_DJANGO_RECORDS=str(records))
+    else:
+        code, args = FORK_CHILD if fork else CHILD, [str(tasks)]
     env.update(extra)
+    if os.sep in python:
+        python = os.path.abspath(python)    # the run's cwd is a temp dir
     with tempfile.TemporaryDirectory() as tmp:
+        if django is not None:
+            env["SERVERS_DJANGO_DB"] = os.path.join(tmp, "db.sqlite3")
         out = subprocess.run(
             ["valgrind", "--tool=callgrind",
              "--callgrind-out-file=" + os.path.join(
                  keep or tmp, "%s-%d.%%p.out" % (label or "cg", tasks)),
-             python, "-c", FORK_CHILD if fork else CHILD, str(tasks)],
-            env=env, capture_output=True, text=True, check=True)
+             python, "-c", code] + args,
+            env=env, cwd=tmp, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise RuntimeError("%s failed (%d):\n%s" % (
+                python, out.returncode, out.stderr[-3000:]))
     # One "Collected" line per process; the forked worker's ends first.
     counts = [int(x) for x in re.findall(r"Collected : (\d+)", out.stderr)]
     if not counts:
@@ -79,6 +151,11 @@ def main():
     ap.add_argument("--fork", action="store_true",
                     help="run the tasks in a forked worker; count its "
                          "instructions only")
+    ap.add_argument("--django", action="store_true",
+                    help="a task is a request to the Django site, in a "
+                         "forked worker")
+    ap.add_argument("--warmup", type=int, default=20,
+                    help="with --django: requests served before counting")
     ap.add_argument("--recipe", action="store_true",
                     help="with --fork: stock runs with its freeze recipe")
     ap.add_argument("--keep", metavar="DIR",
@@ -88,6 +165,10 @@ def main():
     ap.add_argument("--env", action="append", default=[],
                     help="NAME=VALUE for the cowpy runs")
     args = ap.parse_args()
+    if args.django:
+        args.fork = True
+    if args.tasks < 1 or args.records < 1 or args.warmup < 0:
+        ap.error("--tasks and --records must be positive, --warmup >= 0")
     if args.recipe and not args.fork:
         ap.error("--recipe needs --fork: the recipe acts at the fork")
     extra = {}
@@ -102,13 +183,17 @@ def main():
     rows = []
     for name, python, env in (("stock", args.stock, stock_env),
                               ("cowpy", args.cowpy, extra)):
+        warm = args.warmup if args.django else None
         base = instructions(python, 0, args.records, env, args.fork,
-                            args.keep, name)
+                            args.keep, name, warm)
         full = instructions(python, args.tasks, args.records, env,
-                            args.fork, args.keep, name)
+                            args.fork, args.keep, name, warm)
         rows.append((name, base, full, (full - base) / args.tasks))
-    print("Instructions per catalogue task (callgrind), %d tasks over %d "
-          "records%s%s%s" % (args.tasks, args.records,
+    print("Instructions per %s (callgrind), %d tasks over %d "
+          "records%s%s%s" % ("Django request after %d warm-up ones"
+                             % args.warmup if args.django
+                             else "catalogue task",
+                             args.tasks, args.records,
                            ", in a forked worker" if args.fork else "",
                            ", stock with its recipe" if args.recipe else "",
                          ", cowpy with " + " ".join(args.env)
