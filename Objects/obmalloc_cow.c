@@ -79,6 +79,15 @@ static struct {
 
 /* ------------------------------------------------------------ reclaim */
 
+/* Lower m->limit past the arenas left without aside pools. */
+static void
+lower_limit(_PyObject_CowAsideMap *m)
+{
+    while (m->limit > 0 && m->arenas[m->limit - 1].bits == 0) {
+        m->limit--;
+    }
+}
+
 void
 _PyObject_CowReclaimPool(struct _obmalloc_state *state, poolp pool)
 {
@@ -89,10 +98,7 @@ _PyObject_CowReclaimPool(struct _obmalloc_state *state, poolp pool)
         ~((uint64_t)1 << _PyObject_CowPoolBit(state, pool));
     m->count--;
     cow_alloc.reclaimed++;
-    /* Lower the bound past arenas left without aside pools. */
-    while (m->limit > 0 && m->arenas[m->limit - 1].bits == 0) {
-        m->limit--;
-    }
+    lower_limit(m);
     assert(m->limit > 0 || m->count == 0);
 
     /* Drop the inherited free list and the never-used tail. */
@@ -183,15 +189,12 @@ _PyObject_CowAllocAfterForkChild(PyInterpreterState *interp)
         state->pools.used[i + i] = head;
         state->pools.used[i + i + 1] = head;
     }
-    pymem_uint limit = n;
-    while (limit > 0 && arenas[limit - 1].bits == 0) {
-        limit--;
-    }
     m->arenas = arenas;
     m->narenas = n;
     m->state = state;
     m->count += added;
-    m->limit = limit;
+    m->limit = n;
+    lower_limit(m);
     cow_alloc.new_at_fork = added;
     cow_alloc.aside_at_fork = m->count;
     cow_alloc.free_blocks_at_fork = free_blocks;

@@ -43,9 +43,9 @@ CHILD = "import sys, catalogue; " \
 # --fork: the tasks run in a forked worker (as a pool process runs them:
 # after the fork's freeze, the immortal mode's walk, the set-aside pools
 # and settled code); only the worker's instructions are counted.
-FORK_CHILD = """
-import gc, os, sys, catalogue
-n = int(sys.argv[1])
+# The fork and the recipe around it, shared by both workloads: the worker
+# runs WORK (after the workload's setup) and prints its result.
+FORK_TAIL = """
 if catalogue.RECIPE:
     gc.collect()
     gc.freeze()
@@ -53,11 +53,19 @@ pid = os.fork()
 if pid == 0:
     if catalogue.RECIPE:
         gc.enable()
-    print(sum(catalogue.scan(i) for i in range(n)))
+    print(WORK())
     sys.stdout.flush()
     os._exit(0)
-os.waitpid(pid, 0)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
 """
+FORK_CHILD = """
+import gc, os, sys, catalogue
+n = int(sys.argv[1])
+
+def WORK():
+    return sum(catalogue.scan(i) for i in range(n))
+""" + FORK_TAIL
 # --django: argv[1] requests after argv[2] warm-up ones, each checked.
 DJANGO_CHILD = """
 import gc, io, os, sys
@@ -87,21 +95,11 @@ def request(k):
         raise SystemExit("%s: %s" % (path, status[0]))
     return size
 
-if catalogue.RECIPE:
-    gc.collect()
-    gc.freeze()
-pid = os.fork()
-if pid == 0:
-    if catalogue.RECIPE:
-        gc.enable()
+def WORK():
     for k in range(warm):
         request(k)
-    print(sum(request(k) for k in range(warm, warm + n)))
-    sys.stdout.flush()
-    os._exit(0)
-_, status = os.waitpid(pid, 0)
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
+    return sum(request(k) for k in range(warm, warm + n))
+""" + FORK_TAIL
 
 
 def instructions(python, tasks, records, extra, fork=False, keep=None,
