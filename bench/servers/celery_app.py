@@ -22,6 +22,9 @@ app.conf.update(
         "data_folder_in": os.path.join(DIR, "queue"),
         "data_folder_out": os.path.join(DIR, "queue"),
         "processed_folder": os.path.join(DIR, "processed"),
+        # kombu's default is "control" in the working directory: this
+        # source tree.
+        "control_folder": os.path.join(DIR, "control"),
         "polling_interval": 0.05,
     },
     result_backend="file://" + os.path.join(DIR, "results"),
