@@ -62,7 +62,7 @@ COWPY := $(B)/cowpy/bin/python3
         servers-deps \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize bench-code bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-servers-instructions bench-reload bench-uwsgi bench-prefork-uwsgi clinic install \
+        bench-immortalize bench-code bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-servers-instructions bench-servers-paired bench-reload bench-uwsgi bench-prefork-uwsgi clinic install \
         export-patches \
         clean distclean \
         cowpy-debug cowpy-asan check-debug check-asan fuzz soak
@@ -490,6 +490,19 @@ bench-servers-instructions: all servers-deps
 	  $(TI) --django --recipe --tasks 150 --warmup 30 --records 5000; \
 	  $(TI) --django --recipe --tasks 150 --warmup 30 --records 5000 \
 	    --env PYTHONCOWFORK=immortal; } | tee $(RESULTS)/task_instructions.txt
+
+# CPU per request with every mode's server up at once and the load sent
+# in alternating short bursts, so neighbouring bursts see the same
+# machine (bench/servers/paired_cpu.py): run.py's sequential rounds
+# cannot resolve a few per cent here.
+PAIRED_BURSTS ?= 80
+PAIRED := $(STOCK) bench/servers/paired_cpu.py $(STOCK) $(COWPY) \
+    --modes stock+recipe,cowpy,cowpy-immortal --bursts $(PAIRED_BURSTS)
+bench-servers-paired: all servers-deps
+	@mkdir -p $(RESULTS)
+	@{ $(PAIRED) --stack django; echo; $(PAIRED) --stack asgi; echo; \
+	  $(PAIRED) --stack celery --bursts $$(($(PAIRED_BURSTS) / 2)); } \
+	    | tee $(RESULTS)/servers_paired.txt
 
 # Worker turnover (#15): the gunicorn tree's peak PSS during a SIGHUP
 # reload and during --max-requests recycling, against its steady state.

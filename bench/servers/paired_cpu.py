@@ -1,0 +1,183 @@
+"""CPU per request or task, modes paired in time (issue #16).
+
+bench/servers/run.py runs one server at a time, 10 s or more each, and
+compares medians over rounds.  On this shared machine the speed of the
+CPU moves by 10-30 % from one minute to the next, so a mode that happens
+to run in slow minutes reads slower: two runs of 6 rounds both put the
+Django site's default mode at 0.88x per CPU, while callgrind counts
+1.0008x its instructions per request (task_instructions.py --django).
+Here every mode's server runs at once, and the load goes to them in
+short bursts, in turn (A B C, C B A, ...), so neighbouring bursts see
+the same machine.  Each burst gives the tree's CPU time (utime + stime
+of the master and its workers, /proc/PID/stat) per request or task; each
+set of neighbouring bursts a ratio per mode, the baseline's CPU per unit
+over the mode's (above 1: the mode needs less).  Printed: the median
+ratio and its interquartile range, each mode's median CPU per unit, and
+its rate against the baseline's.
+
+    python3 bench/servers/paired_cpu.py STOCK COWPY
+        [--stack django|asgi|celery] [--modes stock+recipe,cowpy,...]
+        [--bursts 40] [--seconds 2 | --tasks 100]
+
+The first mode is the baseline (default stock+recipe, as in run.py)."""
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+
+import run
+
+
+def quartiles(xs):
+    q = statistics.quantiles(xs, n=4)
+    return q[0], statistics.median(xs), q[2]
+
+
+def start(stack, python, env, work, workers):
+    """STACK's server for one mode; returns its process and, for a
+    gunicorn stack, its port."""
+    if stack == "celery":
+        return run.start_celery(python, env, work, workers), None
+    return run.start_gunicorn(stack, python, env, work, workers)
+
+
+def load(stack, server, args):
+    """One unit of load: wrk for --seconds (gunicorn), or --tasks tasks
+    sent by a client and their results checked (Celery); returns
+    (units served, failures, seconds they took: the client's own
+    start-up, which imports the catalogue, is not counted)."""
+    if stack != "celery":
+        _, n, errors, _ = run.run_wrk(server["port"],
+                                      run.GUNICORN[stack][2], args.seconds)
+        return n, errors, args.seconds
+    out = run.subprocess.run(
+        [server["python"], "-c", run.CELERY_CLIENT, str(args.tasks)],
+        env=dict(server["env"], SERVERS_CELERY_DIR=server["work"]),
+        cwd=run.HERE, capture_output=True, text=True, timeout=600)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    d = run.json.loads(out.stdout.splitlines()[-1])
+    return d["ok"], d["failed"], d["seconds"]
+
+
+def burst(stack, server, args):
+    """One burst against SERVER; returns (CPU seconds of its tree per
+    unit, units, failures, seconds).  The Celery client's own CPU is not
+    the tree's."""
+    proc = server["proc"]
+    pids = [proc.pid] + run.children(proc.pid)
+    cpu0 = run.cpu_of(pids)
+    n, errors, wall = load(stack, server, args)
+    cpu = run.cpu_of(pids) - cpu0
+    return cpu / max(n, 1), n, errors, wall
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("stock")
+    ap.add_argument("cowpy")
+    ap.add_argument("--stack", default="django",
+                    choices=sorted(run.GUNICORN) + ["celery"])
+    ap.add_argument("--modes", default="stock+recipe,cowpy")
+    ap.add_argument("--bursts", type=int, default=40,
+                    help="bursts per mode")
+    ap.add_argument("--seconds", type=float, default=1.5,
+                    help="wrk seconds per burst (whole seconds are used "
+                         "by wrk; fractions round up)")
+    ap.add_argument("--tasks", type=int, default=100,
+                    help="Celery tasks per burst")
+    ap.add_argument("--warmup", type=int, default=3,
+                    help="wrk seconds (gunicorn) or bursts (Celery) per "
+                         "mode before the paired ones")
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--records", type=int, default=100000)
+    args = ap.parse_args()
+    modes = args.modes.split(",")
+    unknown = [m for m in modes if m not in run.MODES]
+    if unknown or len(modes) < 2:
+        ap.error("--modes: two or more of %s" % ", ".join(run.MODES))
+    pythons = {"stock": os.path.abspath(args.stock),
+               "cowpy": os.path.abspath(args.cowpy)}
+    run.ensure_sites(sorted(set(pythons.values())))
+    args.seconds = max(1, round(args.seconds + 0.49))
+    servers = {}
+    try:
+        for mode in modes:
+            which, extra = run.MODES[mode]
+            work = tempfile.mkdtemp(prefix="cowpy-paired-")
+            env = run.base_env(extra, args.records)
+            servers[mode] = {"work": work, "python": pythons[which],
+                             "env": env}
+            proc, port = start(args.stack, pythons[which], env, work,
+                               args.workers)
+            servers[mode].update(proc=proc, port=port)
+        for mode in modes:
+            if args.stack == "celery":
+                for _ in range(args.warmup):
+                    load(args.stack, servers[mode], args)
+            else:
+                run.run_wrk(servers[mode]["port"], run.GUNICORN[args.stack][2],
+                            args.warmup)
+        base = modes[0]
+        per = {m: [] for m in modes}       # CPU s per request, by burst
+        ratios = {m: [] for m in modes[1:]}
+        errors = {m: 0 for m in modes}
+        requests = {m: 0 for m in modes}
+        spent = {m: 0.0 for m in modes}
+        for i in range(args.bursts):
+            # A B C, then C B A: each mode's burst has the baseline's as
+            # a neighbour in the same order equally often.
+            order = modes if i % 2 == 0 else modes[::-1]
+            got = {}
+            for mode in order:
+                c, n, e, wall = burst(args.stack, servers[mode], args)
+                spent[mode] += wall
+                got[mode] = c
+                per[mode].append(c)
+                requests[mode] += n
+                errors[mode] += e
+            for mode in modes[1:]:
+                ratios[mode].append(got[base] / got[mode])
+            run.log("[%s] burst %d/%d: %s" % (
+                args.stack, i + 1, args.bursts, "  ".join(
+                    "%s %.3f ms" % (m, 1000 * got[m]) for m in modes)))
+    finally:
+        for s in servers.values():
+            if "proc" in s:
+                run.stop(s["proc"])
+            shutil.rmtree(s["work"], ignore_errors=True)
+    if args.stack == "celery":
+        what = ("celery prefork -c %d, %d catalogue records, %d bursts of "
+                "%d tasks per mode" % (args.workers, args.records,
+                                       args.bursts, args.tasks))
+        unit = "task"
+    else:
+        what = ("%s under gunicorn --preload -w %d, %d catalogue records, "
+                "%d bursts of %d s per mode" % (
+                    args.stack, args.workers, args.records, args.bursts,
+                    args.seconds))
+        unit = "req"
+    print("paired CPU per %s: %s, all servers up at once" % (unit, what))
+    print("  %-16s %12s %10s %7s %7s  %-26s" % (
+        "mode", "CPU ms/" + unit, "units", "failed", "rate",
+        "per CPU vs %s (q1 median q3)" % base))
+    for mode in modes:
+        q = ("" if mode == base else
+             "%.3fx  %.3fx  %.3fx" % quartiles(ratios[mode]))
+        print("  %-16s %12.3f %10d %7d %6.3fx  %s" % (
+            mode, 1000 * statistics.median(per[mode]), requests[mode],
+            errors[mode], (requests[mode] / spent[mode])
+            / (requests[base] / spent[base]), q))
+    print("rate: the mode's units per second of its bursts over %s's; "
+          "per CPU: %s's CPU time per unit over the mode's "
+          "in the neighbouring burst (above 1: the mode needs less)"
+          % (base, base))
+    if any(errors.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
