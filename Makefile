@@ -501,7 +501,8 @@ PAIRED := $(STOCK) bench/servers/paired_cpu.py $(STOCK) $(COWPY) \
 bench-servers-paired: all servers-deps
 	@mkdir -p $(RESULTS)
 	@{ $(PAIRED) --stack django; echo; $(PAIRED) --stack asgi; echo; \
-	  $(PAIRED) --stack celery --bursts $$(($(PAIRED_BURSTS) / 2)); } \
+	  $(PAIRED) --stack celery --bursts $$(($(PAIRED_BURSTS) / 2)); echo; \
+	  $(PAIRED) --stack mp --tasks 200 --bursts $$(($(PAIRED_BURSTS) / 3)); } \
 	    | tee $(RESULTS)/servers_paired.txt
 
 # Worker turnover (#15): the gunicorn tree's peak PSS during a SIGHUP

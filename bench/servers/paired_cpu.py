@@ -3,20 +3,21 @@
 bench/servers/run.py runs one server at a time, 10 s or more each, and
 compares medians over rounds.  On this shared machine the speed of the
 CPU moves by 10-30 % from one minute to the next, so a mode that happens
-to run in slow minutes reads slower: two runs of 6 rounds both put the
+to run in slow minutes reads slower: runs of 5 and 6 rounds both put the
 Django site's default mode at 0.88x per CPU, while callgrind counts
 1.0008x its instructions per request (task_instructions.py --django).
 Here every mode's server runs at once, and the load goes to them in
 short bursts, in turn (A B C, C B A, ...), so neighbouring bursts see
 the same machine.  Each burst gives the tree's CPU time (utime + stime
-of the master and its workers, /proc/PID/stat) per request or task; each
-set of neighbouring bursts a ratio per mode, the baseline's CPU per unit
-over the mode's (above 1: the mode needs less).  Printed: the median
+of the master and its workers, /proc/PID/stat; multiprocessing: a whole
+run of mp_pool.py, its pool's CPU over the tasks) per request or task;
+each set of neighbouring bursts a ratio per mode, the baseline's CPU per
+unit over the mode's (above 1: the mode needs less).  Printed: the median
 ratio and its interquartile range, each mode's median CPU per unit, and
 its rate against the baseline's.
 
     python3 bench/servers/paired_cpu.py STOCK COWPY
-        [--stack django|asgi|celery] [--modes stock+recipe,cowpy,...]
+        [--stack django|asgi|celery|mp] [--modes stock+recipe,cowpy,...]
         [--bursts 40] [--seconds 2 | --tasks 100]
 
 The first mode is the baseline (default stock+recipe, as in run.py)."""
@@ -38,21 +39,31 @@ def quartiles(xs):
 
 def start(stack, python, env, work, workers):
     """STACK's server for one mode; returns its process and, for a
-    gunicorn stack, its port."""
+    gunicorn stack, its port (multiprocessing: no server, (None, None))."""
+    if stack == "mp":
+        return None, None
     if stack == "celery":
         return run.start_celery(python, env, work, workers), None
     return run.start_gunicorn(stack, python, env, work, workers)
 
 
 def load(stack, server, args):
-    """One unit of load: wrk for --seconds (gunicorn), or --tasks tasks
-    sent by a client and their results checked (Celery); returns
-    (units served, failures, seconds they took: the client's own
-    start-up, which imports the catalogue, is not counted)."""
+    """One unit of load: wrk for --seconds (gunicorn), --tasks tasks
+    sent by a client and their results checked (Celery), or a whole run
+    of mp_pool.py with --tasks tasks (multiprocessing); returns (units
+    served, failures, seconds they took, CPU seconds the pool spent on
+    them or None).  A client's or pool's start-up, which builds the
+    catalogue, is not counted."""
+    if stack == "mp":
+        a = argparse.Namespace(tasks=args.tasks, workers=args.workers)
+        out = run.run_mp(server["python"], server["env"], a)
+        rate, cpu_ms = out[2], out[6]
+        return (args.tasks, 0, args.tasks / rate,
+                cpu_ms * args.tasks / 1000.0)
     if stack != "celery":
         _, n, errors, _ = run.run_wrk(server["port"],
                                       run.GUNICORN[stack][2], args.seconds)
-        return n, errors, args.seconds
+        return n, errors, args.seconds, None
     out = run.subprocess.run(
         [server["python"], "-c", run.CELERY_CLIENT, str(args.tasks)],
         env=dict(server["env"], SERVERS_CELERY_DIR=server["work"]),
@@ -60,7 +71,7 @@ def load(stack, server, args):
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
     d = run.json.loads(out.stdout.splitlines()[-1])
-    return d["ok"], d["failed"], d["seconds"]
+    return d["ok"], d["failed"], d["seconds"], None
 
 
 def burst(stack, server, args):
@@ -68,10 +79,11 @@ def burst(stack, server, args):
     unit, units, failures, seconds).  The Celery client's own CPU is not
     the tree's."""
     proc = server["proc"]
-    pids = [proc.pid] + run.children(proc.pid)
+    pids = [proc.pid] + run.children(proc.pid) if proc else []
     cpu0 = run.cpu_of(pids)
-    n, errors, wall = load(stack, server, args)
-    cpu = run.cpu_of(pids) - cpu0
+    n, errors, wall, cpu = load(stack, server, args)
+    if cpu is None:
+        cpu = run.cpu_of(pids) - cpu0
     return cpu / max(n, 1), n, errors, wall
 
 
@@ -80,7 +92,7 @@ def main():
     ap.add_argument("stock")
     ap.add_argument("cowpy")
     ap.add_argument("--stack", default="django",
-                    choices=sorted(run.GUNICORN) + ["celery"])
+                    choices=sorted(run.GUNICORN) + ["celery", "mp"])
     ap.add_argument("--modes", default="stock+recipe,cowpy")
     ap.add_argument("--bursts", type=int, default=40,
                     help="bursts per mode")
@@ -88,7 +100,7 @@ def main():
                     help="wrk seconds per burst (whole seconds are used "
                          "by wrk; fractions round up)")
     ap.add_argument("--tasks", type=int, default=100,
-                    help="Celery tasks per burst")
+                    help="Celery or multiprocessing tasks per burst")
     ap.add_argument("--warmup", type=int, default=3,
                     help="wrk seconds (gunicorn) or bursts (Celery) per "
                          "mode before the paired ones")
@@ -115,8 +127,8 @@ def main():
                                args.workers)
             servers[mode].update(proc=proc, port=port)
         for mode in modes:
-            if args.stack == "celery":
-                for _ in range(args.warmup):
+            if args.stack in ("celery", "mp"):
+                for _ in range(args.warmup if args.stack == "celery" else 0):
                     load(args.stack, servers[mode], args)
             else:
                 run.run_wrk(servers[mode]["port"], run.GUNICORN[args.stack][2],
@@ -146,21 +158,24 @@ def main():
                     "%s %.3f ms" % (m, 1000 * got[m]) for m in modes)))
     finally:
         for s in servers.values():
-            if "proc" in s:
+            if s.get("proc") is not None:
                 run.stop(s["proc"])
             shutil.rmtree(s["work"], ignore_errors=True)
-    if args.stack == "celery":
-        what = ("celery prefork -c %d, %d catalogue records, %d bursts of "
-                "%d tasks per mode" % (args.workers, args.records,
-                                       args.bursts, args.tasks))
+    if args.stack in ("celery", "mp"):
+        what = ("%s, %d catalogue records, %d bursts of %d tasks per "
+                "mode" % (("celery prefork -c %d, all servers up at once"
+                           if args.stack == "celery" else
+                           "multiprocessing.Pool(%d) (fork), a pool per "
+                           "burst") % args.workers,
+                          args.records, args.bursts, args.tasks))
         unit = "task"
     else:
-        what = ("%s under gunicorn --preload -w %d, %d catalogue records, "
-                "%d bursts of %d s per mode" % (
+        what = ("%s under gunicorn --preload -w %d, all servers up at "
+                "once, %d catalogue records, %d bursts of %d s per mode" % (
                     args.stack, args.workers, args.records, args.bursts,
                     args.seconds))
         unit = "req"
-    print("paired CPU per %s: %s, all servers up at once" % (unit, what))
+    print("paired CPU per %s: %s" % (unit, what))
     print("  %-16s %12s %10s %7s %7s  %-26s" % (
         "mode", "CPU ms/" + unit, "units", "failed", "rate",
         "per CPU vs %s (q1 median q3)" % base))
