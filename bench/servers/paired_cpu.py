@@ -96,9 +96,8 @@ def main():
     ap.add_argument("--modes", default="stock+recipe,cowpy")
     ap.add_argument("--bursts", type=int, default=40,
                     help="bursts per mode")
-    ap.add_argument("--seconds", type=float, default=1.5,
-                    help="wrk seconds per burst (whole seconds are used "
-                         "by wrk; fractions round up)")
+    ap.add_argument("--seconds", type=int, default=2,
+                    help="wrk seconds per burst (gunicorn)")
     ap.add_argument("--tasks", type=int, default=100,
                     help="Celery or multiprocessing tasks per burst")
     ap.add_argument("--warmup", type=int, default=3,
@@ -114,7 +113,10 @@ def main():
     pythons = {"stock": os.path.abspath(args.stock),
                "cowpy": os.path.abspath(args.cowpy)}
     run.ensure_sites(sorted(set(pythons.values())))
-    args.seconds = max(1, round(args.seconds + 0.49))
+    if args.seconds < 1 or args.tasks < 1:
+        ap.error("--seconds and --tasks must be at least 1")
+    if args.bursts < 2:
+        ap.error("--bursts must be at least 2 (quartiles)")
     servers = {}
     try:
         for mode in modes:
