@@ -106,6 +106,10 @@ def main():
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--records", type=int, default=100000)
     args = ap.parse_args()
+    if args.seconds < 1 or args.tasks < 1:
+        ap.error("--seconds and --tasks must be at least 1")
+    if args.bursts < 2:
+        ap.error("--bursts must be at least 2 (quartiles)")
     modes = args.modes.split(",")
     unknown = [m for m in modes if m not in run.MODES]
     if unknown or len(modes) < 2:
@@ -113,10 +117,6 @@ def main():
     pythons = {"stock": os.path.abspath(args.stock),
                "cowpy": os.path.abspath(args.cowpy)}
     run.ensure_sites(sorted(set(pythons.values())))
-    if args.seconds < 1 or args.tasks < 1:
-        ap.error("--seconds and --tasks must be at least 1")
-    if args.bursts < 2:
-        ap.error("--bursts must be at least 2 (quartiles)")
     servers = {}
     try:
         for mode in modes:
