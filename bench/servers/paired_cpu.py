@@ -64,13 +64,9 @@ def load(stack, server, args):
         _, n, errors, _ = run.run_wrk(server["port"],
                                       run.GUNICORN[stack][2], args.seconds)
         return n, errors, args.seconds, None
-    out = run.subprocess.run(
-        [server["python"], "-c", run.CELERY_CLIENT, str(args.tasks)],
-        env=dict(server["env"], SERVERS_CELERY_DIR=server["work"]),
-        cwd=run.HERE, capture_output=True, text=True, timeout=600)
-    if out.returncode:
-        raise RuntimeError(out.stderr[-2000:])
-    d = run.json.loads(out.stdout.splitlines()[-1])
+    d = run.celery_client(
+        server["python"],
+        dict(server["env"], SERVERS_CELERY_DIR=server["work"]), args.tasks)
     return d["ok"], d["failed"], d["seconds"], None
 
 
@@ -129,10 +125,10 @@ def main():
                                args.workers)
             servers[mode].update(proc=proc, port=port)
         for mode in modes:
-            if args.stack in ("celery", "mp"):
-                for _ in range(args.warmup if args.stack == "celery" else 0):
+            if args.stack == "celery":
+                for _ in range(args.warmup):
                     load(args.stack, servers[mode], args)
-            else:
+            elif args.stack != "mp":        # each mp burst is a fresh pool
                 run.run_wrk(servers[mode]["port"], run.GUNICORN[args.stack][2],
                             args.warmup)
         base = modes[0]

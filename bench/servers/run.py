@@ -230,12 +230,7 @@ def run_celery(python, env, args):
     try:
         tree_pids = [proc.pid] + children(proc.pid)
         cpu0 = cpu_of(tree_pids)
-        client = subprocess.run(
-            [python, "-c", CELERY_CLIENT, str(args.tasks)], env=env,
-            cwd=HERE, capture_output=True, text=True, timeout=600)
-        if client.returncode:
-            raise RuntimeError(client.stderr[-2000:])
-        d = json.loads(client.stdout.splitlines()[-1])
+        d = celery_client(python, env, args.tasks)
         cpu = cpu_of(tree_pids) - cpu0
         pids = children(proc.pid)
         workers = mem_of(pids, proc.pid)
@@ -248,6 +243,18 @@ def run_celery(python, env, args):
     finally:
         stop(proc)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def celery_client(python, env, tasks):
+    """Send TASKS tasks to the Celery worker of ENV's SERVERS_CELERY_DIR
+    and wait for their results; returns CELERY_CLIENT's report (ok,
+    failed, seconds, checksum, ...)."""
+    client = subprocess.run(
+        [python, "-c", CELERY_CLIENT, str(tasks)], env=env, cwd=HERE,
+        capture_output=True, text=True, timeout=600)
+    if client.returncode:
+        raise RuntimeError(client.stderr[-2000:])
+    return json.loads(client.stdout.splitlines()[-1])
 
 
 CELERY_CLIENT = r'''
