@@ -110,6 +110,12 @@ typedef struct {
     int code_mode;
     Py_ssize_t code_settled;
     Py_ssize_t code_thawed;
+    /* Freezing puts the objects with a finalizer first in the permanent
+       generation, for a forked child's exit (gc_cow_fork.c, freeze()):
+       an upper bound of that prefix's length, and whether a candidate
+       may be elsewhere too. */
+    Py_ssize_t finalizers_front;
+    int finalizers_scattered;
 } _PyGC_CowState;
 
 extern _PyGC_CowState _PyGC_cow;
@@ -196,6 +202,8 @@ extern void _PyGC_CowOracleCompare(struct _Py_hashtable_t *stock,
    before a freeze; a full collection even while the collector is
    disabled, before an immortalizing walk. */
 extern void _PyGC_CowNoteFreeze(struct _gc_runtime_state *gcstate);
+/* The debug oracle relinks the permanent generation (gc_cow_fork.c). */
+extern void _PyGC_CowFinalizersScattered(PyInterpreterState *interp);
 extern void _PyGC_CowCollectBeforeImmortalizing(void);
 
 /* Roots of the immortalizing walk: see gc_cow.c.  With frames == 0, what

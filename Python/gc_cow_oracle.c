@@ -7,6 +7,7 @@
 #include "pycore_gc_cow.h"
 #include "pycore_hashtable.h"     // _Py_hashtable_t
 #include "pycore_object.h"        // _PyObject_IS_GC()
+#include "pycore_pystate.h"       // _PyInterpreterState_GET()
 #include "gc_cow_internal.h"
 
 #if !defined(Py_GIL_DISABLED)
@@ -53,6 +54,10 @@ _Py_hashtable_t *
 _PyGC_CowOracleStockGarbage(PyGC_Head **lists, int nlists,
                             _PyGC_CowDeduceFn deduce)
 {
+    if (nlists > 1) {
+        /* Relinked below in another order. */
+        _PyGC_CowFinalizersScattered(_PyInterpreterState_GET());
+    }
     _Py_hashtable_t *from_perm = ptrset_new();
     _Py_hashtable_t *garbage = ptrset_new();
     if (from_perm == NULL || garbage == NULL) {

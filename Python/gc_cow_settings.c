@@ -605,6 +605,18 @@ gc_cow_set_forked(PyObject *module, PyObject *arg)
     return PyBool_FromLong(old);
 }
 
+/* (front, scattered): the permanent generation's prefix that holds the
+   objects with a finalizer, as a forked child's exit reads it
+   (gc_cow_fork.c, freeze()): an upper bound of its length, and whether
+   the whole generation is read instead. */
+static PyObject *
+gc_cow_finalizers_front(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return Py_BuildValue("(nO)", _PyGC_cow.finalizers_front,
+                         _PyGC_cow.finalizers_scattered ? Py_True
+                                                        : Py_False);
+}
+
 PyMethodDef _PyGC_CowTestMethods[] = {
     {"cow_fail_arena", gc_cow_fail_arena, METH_O,
      "Make the arena allocations of the next n side-arena collections\n"
@@ -618,6 +630,10 @@ PyMethodDef _PyGC_CowTestMethods[] = {
      "Set whether shared collections act as in a process that forked\n"
      "(scratch in the side arena) or not (in the headers); return the\n"
      "previous value (for tests)."},
+    {"cow_finalizers_front", gc_cow_finalizers_front, METH_NOARGS,
+     "(front, scattered): how many objects at the permanent generation's\n"
+     "front a forked child's exit reads for finalizers (an upper bound),\n"
+     "and whether it reads the whole generation instead (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -136,6 +136,14 @@ extern int _PyGC_CowKeptAtExit(PyObject *op);
    teardown would have flushed it when it released the dict. */
 extern void _PyGC_CowFinalizeAtChildExit(PyInterpreterState *interp);
 
+/* Objects/typeobject.c: NAME was set on a class (type_update_dict()),
+   and an object's class changed (object_set_class()).  A finalizer that
+   appears so on an object already frozen tells that exit to read the
+   whole permanent generation (see freeze() in Python/gc_cow_fork.c). */
+extern void _PyGC_CowTypeAttrSet(PyObject *name);
+extern void _PyGC_CowClassAssigned(PyTypeObject *oldto,
+                                   PyTypeObject *newto);
+
 /* The gc module's cowpy functions, added by gcmodule_exec(). */
 extern PyMethodDef _PyGC_CowMethods[];
 

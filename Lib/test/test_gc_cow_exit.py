@@ -11,7 +11,7 @@ import sys
 import textwrap
 import unittest
 from test import support
-from test.support import os_helper
+from test.support import import_helper, os_helper
 from test.support.script_helper import assert_python_ok
 
 if not hasattr(gc, "get_cow_mode"):
@@ -315,6 +315,85 @@ class ExitTests(unittest.TestCase):
                 os._exit(5)
         """)
         self.assertEqual(out, ["exit", "3", "_exit", "5"])
+
+    def test_finalizer_gained_after_the_fork(self):
+        # A forked child's exit reads only the front of the permanent
+        # generation, where freezing put the objects with a finalizer:
+        # inherited objects that gain one in the child (__del__ set on
+        # their class, __class__ or __bases__ assignment) and are still
+        # alive at exit (in a plain global, left bound) are finalized
+        # all the same, as stock's teardown finalizes them when it
+        # releases the list.
+        code = textwrap.dedent("""
+            import os, sys, types
+            mod = types.ModuleType("cowmod")
+            sys.modules["cowmod"] = mod
+            sys.cowmod_holder = mod     # alive until sys is wiped
+            r, w = os.pipe()
+            class Plain: pass
+            class Base: pass
+            class Sub(Base): pass
+            class Fin:
+                def __del__(self, write=os.write, w=w):
+                    write(w, b"F")
+            mod.keep = [Plain(), Plain(), Sub()]
+            pid = os.fork()
+            if pid == 0:
+                how = sys.argv[1]
+                if how == "del":
+                    Plain.__del__ = Fin.__del__
+                elif how == "class":
+                    mod.keep[0].__class__ = Fin
+                else:
+                    Sub.__bases__ = (Fin,)
+                sys.exit(0)
+            os.close(w)
+            _, status = os.waitpid(pid, 0)
+            print(os.waitstatus_to_exitcode(status),
+                  os.read(r, 100).decode() or "nothing")
+        """)
+        for mode in ("freeze", "off"):
+            for how, expected in (("del", "FF"), ("class", "F"),
+                                  ("bases", "F")):
+                with self.subTest(mode=mode, how=how):
+                    rc, out, err = assert_python_ok(
+                        "-c", code, how, __isolated=False,
+                        PYTHONCOWFORK=mode)
+                    self.assertEqual(out.decode().split(), ["0", expected])
+
+    def test_freeze_puts_finalizers_first(self):
+        # What the exit reads (_testinternalcapi.cow_finalizers_front()):
+        # after a freeze, a prefix that holds the objects with a
+        # finalizer; the whole permanent generation once an object could
+        # have gained one elsewhere, until a freeze finds it empty.
+        _testinternalcapi = import_helper.import_module("_testinternalcapi")
+        code = textwrap.dedent("""
+            import gc, _testinternalcapi
+            front = _testinternalcapi.cow_finalizers_front
+            class Fin:
+                def __del__(self): pass
+            class Plain: pass
+            class Other: pass
+            fins = [Fin() for _ in range(10)]
+            plain = [Plain() for _ in range(1000)]
+            gc.freeze()
+            n, scattered = front()
+            print(n >= 10 and n < 1000, scattered)
+            plain[0].__class__ = Other          # no finalizer either
+            Plain.x = 1
+            print(front()[1])
+            plain[1].__class__ = Fin
+            print(front()[1])
+            gc.unfreeze()
+            gc.freeze()
+            print(front()[1])
+            Plain.__del__ = Fin.__del__
+            print(front()[1])
+        """)
+        rc, out, err = assert_python_ok("-c", code)
+        self.assertEqual(out.decode().split(),
+                         ["True", "False", "False", "True", "False",
+                          "True"])
 
     def test_parent_and_unforked_shutdown_collect_frozen_garbage(self):
         # cowpy's shutdown stays as it was outside forked children: frozen
