@@ -507,11 +507,14 @@ bench-servers-paired: all servers-deps
 
 # Worker turnover (#15): the gunicorn tree's peak PSS during a SIGHUP
 # reload and during --max-requests recycling, against its steady state.
+# After the HUP, samples of the stopped tree (--stop-sample): read while
+# it runs, processes 100 ms apart, the old workers' pages and the new
+# ones' copies made after they left were added up.
 RELOAD_ROUNDS ?= 3
 bench-reload: all
 	@mkdir -p $(RESULTS)
 	@$(STOCK) bench/prefork/reload.py $(STOCK) $(COWPY) --duration 15 \
-	    --rounds $(RELOAD_ROUNDS) | tee $(RESULTS)/reload.txt
+	    --stop-sample --rounds $(RELOAD_ROUNDS) | tee $(RESULTS)/reload.txt
 
 # uWSGI in every mode (bench/uwsgi/run.py).
 # uWSGI beside gunicorn in the pre-fork benchmark: the same Flask app,

@@ -22,6 +22,16 @@ reader), sampled every --interval seconds from a thread while wrk runs.
            pause, and each round says how many saw old and new workers
            at once ("overlap samples"); the load stops 3 s after the
            signal.  No statistics files (they lengthen the exits).
+           --stop-sample: instead, after the signal, each sample is
+           taken with the whole tree stopped (SIGSTOP, master first so
+           that it forks no one meanwhile; SIGCONT after), and the tree
+           runs --run-slice s between samples, for --stop-samples
+           samples; the load stops after them.  A sample then sees one
+           instant of the reload, not processes read 100 ms apart while
+           old workers exit and new ones copy pages, and the peak no
+           longer depends on where the samples fell (5 rounds of the
+           plain sampling read stock with its recipe at 1.17x one day
+           and 1.07x the next).
   recycle  gunicorn --max-requests 1000 (+-100 jitter); steady PSS is
            the median of all samples, peak their maximum.
 """
@@ -68,8 +78,52 @@ def tree_unique(pids):
     return len(seen) * cowpages.PAGE_SIZE // 1024
 
 
+def wait_stopped(pid, timeout=0.5):
+    """Wait until PID is stopped (or gone: an exiting process cannot
+    stop, and its memory is being released)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            state = cowproc.read_stat(pid)[1]
+        except cowproc.ProcessGone:
+            return
+        if state in ("T", "t", "Z", "X"):
+            return
+        time.sleep(0.0005)
+
+
+def stopped_sample(master):
+    """tree_sample() and tree_unique() of MASTER's tree, taken while
+    every process of it is stopped."""
+    stopped = []
+    try:
+        os.kill(master, signal.SIGSTOP)
+        stopped.append(master)
+        wait_stopped(master)
+        for p in cowproc.process_tree(master):
+            if p["pid"] != master:
+                try:
+                    os.kill(p["pid"], signal.SIGSTOP)
+                    stopped.append(p["pid"])
+                except ProcessLookupError:
+                    pass
+        for pid in stopped[1:]:
+            wait_stopped(pid)
+        procs = tree_sample(master)
+        return procs, tree_unique(procs) if procs is not None else 0
+    except (ProcessLookupError, cowproc.ProcessGone,
+            cowproc.CowstatError):
+        return None, 0
+    finally:
+        for pid in reversed(stopped):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
 class Sampler(threading.Thread):
-    def __init__(self, master, interval):
+    def __init__(self, master, interval, stop_samples=0, run_slice=0.02):
         super().__init__(daemon=True)
         self.master, self.interval = master, interval
         self.samples = []           # (t, tree PSS KiB, tree_sample())
@@ -78,9 +132,26 @@ class Sampler(threading.Thread):
         # leave a HUP within a few tenths of a second, and one sample of
         # the distinct pages takes over 100 ms.
         self.dense_until = 0.0
+        # --stop-sample: once `stopping` is set, that many samples of
+        # the stopped tree, RUN_SLICE s of running between them; then
+        # `stopped_done` is set.
+        self.stop_samples, self.run_slice = stop_samples, run_slice
+        self.stopping = threading.Event()
+        self.stopped_done = threading.Event()
 
     def run(self):
         while not self.stop.is_set():
+            if self.stopping.is_set() and not self.stopped_done.is_set():
+                for _ in range(self.stop_samples):
+                    procs, unique = stopped_sample(self.master)
+                    if procs is not None:
+                        self.samples.append((
+                            time.monotonic(),
+                            sum(v[0] for v in procs.values()), procs,
+                            unique))
+                    time.sleep(self.run_slice)
+                self.stopped_done.set()
+                continue
             procs = tree_sample(self.master)
             if procs is not None:
                 self.samples.append((time.monotonic(),
@@ -132,9 +203,15 @@ def hup_when_steady(master, sampler, args, result, stop):
     result["growth"] = growth if growth is not None else float("nan")
     result["after"] = now - t0
     result["t_hup"] = time.monotonic()
-    sampler.dense_until = result["t_hup"] + 2.0
-    os.kill(master, signal.SIGHUP)
-    time.sleep(3)
+    if args.stop_sample:
+        os.kill(master, signal.SIGHUP)
+        sampler.stopping.set()
+        sampler.stopped_done.wait(600)
+        time.sleep(0.5)
+    else:
+        sampler.dense_until = result["t_hup"] + 2.0
+        os.kill(master, signal.SIGHUP)
+        time.sleep(3)
     stop.set()
 
 
@@ -151,7 +228,9 @@ def one(python, mode, scenario, args, site, base_env):
     try:
         wait_ready(proc, port, args.workers, 300, workdir)
         run_wrk(port, args, 2)                      # warm-up
-        sampler = Sampler(proc.pid, args.interval)
+        sampler = Sampler(proc.pid, args.interval,
+                          args.stop_samples if args.stop_sample else 0,
+                          args.run_slice)
         sampler.start()
         result = {}
         duration = args.duration
@@ -241,6 +320,14 @@ def main():
     ap.add_argument("--max-wait", type=int, default=90,
                     help="hup: SIGHUP after this many seconds of load at "
                     "the latest")
+    ap.add_argument("--stop-sample", action="store_true",
+                    help="hup: after the signal, sample the stopped tree "
+                    "(see above)")
+    ap.add_argument("--stop-samples", type=int, default=40,
+                    help="with --stop-sample: how many samples")
+    ap.add_argument("--run-slice", type=float, default=0.02,
+                    help="with --stop-sample: seconds the tree runs "
+                    "between samples")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--users", type=int, default=20000)
     ap.add_argument("--connections", type=int, default=8)
@@ -249,6 +336,8 @@ def main():
     ap.add_argument("--site-dir", default=os.path.join(ROOT, "build",
                                                        "prefork-site"))
     args = ap.parse_args()
+    if args.stop_samples < 1 or args.run_slice <= 0:
+        ap.error("--stop-samples must be positive, --run-slice above 0")
     args.attribution = False
     pythons = {"stock": os.path.abspath(args.stock),
                "cowpy": os.path.abspath(args.cowpy)}
@@ -262,6 +351,10 @@ def main():
           "recycle: %d s); tree PSS sampled every %.0f ms"
           % (args.workers, args.users, args.connections, args.max_wait,
              args.duration, args.interval * 1000))
+    if args.stop_sample:
+        print("hup: after the signal, %d samples of the stopped tree, "
+              "%.0f ms of running between them"
+              % (args.stop_samples, args.run_slice * 1000))
     for scenario in args.scenarios.split(","):
         print("\n%s: tree PSS and distinct pages (MiB) steady and peak%s"
               % (scenario, ", medians of %d interleaved rounds"
