@@ -26,7 +26,9 @@ reader), sampled every --interval seconds from a thread while wrk runs.
            taken with the whole tree stopped (SIGSTOP, master first so
            that it forks no one meanwhile; SIGCONT after), and the tree
            runs --run-slice s between samples, for --stop-samples
-           samples; the load stops after them.  A sample then sees one
+           samples; the sampling thread sends the signal itself, so
+           the first sample follows it by one slice; the load stops
+           after them.  A sample then sees one
            instant of the reload, not processes read 100 ms apart while
            old workers exit and new ones copy pages, and the peak no
            longer depends on where the samples fell (5 rounds of the
@@ -138,18 +140,24 @@ class Sampler(threading.Thread):
         self.stop_samples, self.run_slice = stop_samples, run_slice
         self.stopping = threading.Event()
         self.stopped_done = threading.Event()
+        self.t_hup = None
 
     def run(self):
         while not self.stop.is_set():
             if self.stopping.is_set() and not self.stopped_done.is_set():
+                # The signal from this thread, so that the first sample
+                # follows it by one slice, not by a sample of the running
+                # tree (over 100 ms: fast exits were missed).
+                self.t_hup = time.monotonic()
+                os.kill(self.master, signal.SIGHUP)
                 for _ in range(self.stop_samples):
+                    time.sleep(self.run_slice)
                     procs, unique = stopped_sample(self.master)
                     if procs is not None:
                         self.samples.append((
                             time.monotonic(),
                             sum(v[0] for v in procs.values()), procs,
                             unique))
-                    time.sleep(self.run_slice)
                 self.stopped_done.set()
                 continue
             procs = tree_sample(self.master)
@@ -204,9 +212,9 @@ def hup_when_steady(master, sampler, args, result, stop):
     result["after"] = now - t0
     result["t_hup"] = time.monotonic()
     if args.stop_sample:
-        os.kill(master, signal.SIGHUP)
-        sampler.stopping.set()
+        sampler.stopping.set()         # the sampler sends the signal
         sampler.stopped_done.wait(600)
+        result["t_hup"] = sampler.t_hup
         time.sleep(0.5)
     else:
         sampler.dense_until = result["t_hup"] + 2.0
