@@ -62,7 +62,7 @@ COWPY := $(B)/cowpy/bin/python3
         servers-deps \
         bench bench-probe bench-gc bench-instructions \
         bench-speed bench-instructions-speed bench-prefork \
-        bench-immortalize bench-code bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-servers-instructions bench-servers-paired bench-reload bench-uwsgi bench-prefork-uwsgi clinic install \
+        bench-immortalize bench-code bench-alloc bench-exit bench-refork bench-prefork-refork bench-servers bench-servers-instructions bench-servers-paired bench-recycle-paired bench-reload bench-uwsgi bench-prefork-uwsgi clinic install \
         export-patches \
         clean distclean \
         cowpy-debug cowpy-asan check-debug check-asan fuzz soak
@@ -504,6 +504,13 @@ bench-servers-paired: all servers-deps
 	  $(PAIRED) --stack celery --bursts $$(($(PAIRED_BURSTS) / 2)); echo; \
 	  $(PAIRED) --stack mp --tasks 200 --bursts $$(($(PAIRED_BURSTS) / 3)); } \
 	    | tee $(RESULTS)/servers_paired.txt
+
+# Throughput under --max-requests recycling (#15), paired the same way:
+# the Django site, workers recycled after 1,000 requests (+-100).
+bench-recycle-paired: all servers-deps
+	@mkdir -p $(RESULTS)
+	@$(PAIRED) --stack django --max-requests 1000 \
+	    | tee $(RESULTS)/recycle_paired.txt
 
 # Worker turnover (#15): the gunicorn tree's peak PSS during a SIGHUP
 # reload and during --max-requests recycling, against its steady state.

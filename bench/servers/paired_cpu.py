@@ -18,7 +18,13 @@ its rate against the baseline's.
 
     python3 bench/servers/paired_cpu.py STOCK COWPY
         [--stack django|asgi|celery|mp] [--modes stock+recipe,cowpy,...]
-        [--bursts 40] [--seconds 2 | --tasks 100]
+        [--bursts 40] [--seconds 2 | --tasks 100] [--max-requests N]
+
+--max-requests N (gunicorn stacks): workers are recycled after N
+requests (+- N/10, gunicorn's jitter), as issue #15's recycling is
+measured: the rate is then what recycling leaves of each mode's
+throughput, and a recycled worker's CPU still counts once gunicorn has
+reaped it.
 
 The first mode is the baseline (default stock+recipe, as in run.py)."""
 
@@ -37,14 +43,18 @@ def quartiles(xs):
     return q[0], statistics.median(xs), q[2]
 
 
-def start(stack, python, env, work, workers):
+def start(stack, python, env, work, workers, max_requests=0):
     """STACK's server for one mode; returns its process and, for a
     gunicorn stack, its port (multiprocessing: no server, (None, None))."""
     if stack == "mp":
         return None, None
     if stack == "celery":
         return run.start_celery(python, env, work, workers), None
-    return run.start_gunicorn(stack, python, env, work, workers)
+    more = []
+    if max_requests:
+        more = ["--max-requests", str(max_requests),
+                "--max-requests-jitter", str(max(1, max_requests // 10))]
+    return run.start_gunicorn(stack, python, env, work, workers, more=more)
 
 
 def load(stack, server, args):
@@ -75,11 +85,10 @@ def burst(stack, server, args):
     unit, units, failures, seconds).  The Celery client's own CPU is not
     the tree's."""
     proc = server["proc"]
-    pids = [proc.pid] + run.children(proc.pid) if proc else []
-    cpu0 = run.cpu_of(pids)
+    cpu0 = run.tree_cpu(proc.pid) if proc else 0.0
     n, errors, wall, cpu = load(stack, server, args)
     if cpu is None:
-        cpu = run.cpu_of(pids) - cpu0
+        cpu = run.tree_cpu(proc.pid) - cpu0
     return cpu / max(n, 1), n, errors, wall
 
 
@@ -99,11 +108,18 @@ def main():
     ap.add_argument("--warmup", type=int, default=3,
                     help="wrk seconds (gunicorn) or bursts (Celery) per "
                          "mode before the paired ones")
+    ap.add_argument("--max-requests", type=int, default=0,
+                    help="gunicorn stacks: recycle workers after this "
+                    "many requests (0: never)")
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--records", type=int, default=100000)
     args = ap.parse_args()
     if args.seconds < 1 or args.tasks < 1:
         ap.error("--seconds and --tasks must be at least 1")
+    if args.max_requests < 0 or (args.max_requests
+                                 and args.stack in ("celery", "mp")):
+        ap.error("--max-requests: a count of at least 0, gunicorn stacks "
+                 "only")
     if args.bursts < 2:
         ap.error("--bursts must be at least 2 (quartiles)")
     modes = args.modes.split(",")
@@ -122,7 +138,7 @@ def main():
             servers[mode] = {"work": work, "python": pythons[which],
                              "env": env}
             proc, port = start(args.stack, pythons[which], env, work,
-                               args.workers)
+                               args.workers, args.max_requests)
             servers[mode].update(proc=proc, port=port)
         for mode in modes:
             if args.stack == "celery":
@@ -168,10 +184,13 @@ def main():
                           args.records, args.bursts, args.tasks))
         unit = "task"
     else:
-        what = ("%s under gunicorn --preload -w %d, all servers up at "
+        what = ("%s under gunicorn --preload -w %d%s, all servers up at "
                 "once, %d catalogue records, %d bursts of %d s per mode" % (
-                    args.stack, args.workers, args.records, args.bursts,
-                    args.seconds))
+                    args.stack, args.workers,
+                    " --max-requests %d (jitter %d)" % (
+                        args.max_requests, max(1, args.max_requests // 10))
+                    if args.max_requests else "",
+                    args.records, args.bursts, args.seconds))
         unit = "req"
     print("paired CPU per %s: %s" % (unit, what))
     print("  %-16s %12s %10s %7s %7s  %-26s" % (

@@ -131,10 +131,11 @@ def start_celery(python, env, work, workers, timeout=180):
 
 
 def start_gunicorn(stack, python, env, work, workers, timeout=300,
-                   config=None):
+                   config=None, more=()):
     """gunicorn --preload -w WORKERS serving STACK's app (its database and
     log in WORK; the stock freeze hooks when SERVERS_RECIPE is set, or
-    CONFIG, a gunicorn config file that applies them itself);
+    CONFIG, a gunicorn config file that applies them itself; MORE:
+    further gunicorn options);
     returns (process, port) once /health answers and every worker runs.
     The caller stops it (stop())."""
     app, extra, _ = GUNICORN[stack]
@@ -146,7 +147,8 @@ def start_gunicorn(stack, python, env, work, workers, timeout=300,
     hooks = ["-c", config] if config else []
     proc = subprocess.Popen(
         [python, "-m", "gunicorn", "--preload", "-w", str(workers),
-         "-b", "127.0.0.1:%d" % port] + hooks + extra + [app],
+         "-b", "127.0.0.1:%d" % port] + hooks + extra + list(more)
+        + [app],
         env=env, cwd=HERE, stdout=subprocess.DEVNULL,
         stderr=open(os.path.join(work, "server.log"), "w"),
         start_new_session=True)
@@ -178,6 +180,19 @@ def mem_of(pids, parent=None):
         except Exception:
             pass
     return out
+
+
+def tree_cpu(master):
+    """CPU seconds (user + system) the tree of MASTER has used so far:
+    the master's own, its reaped children's (cutime, cstime) and its
+    live children's, so that a worker that leaves (recycled) still
+    counts once the master has reaped it."""
+    try:
+        f = cowproc.stat_fields(master)
+    except (OSError, ValueError):
+        return 0.0
+    own = sum(int(x) for x in f[11:15]) / cowproc.CLOCK_TICKS
+    return own + cpu_of(children(master))
 
 
 def cpu_of(pids):
