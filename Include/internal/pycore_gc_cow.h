@@ -148,7 +148,8 @@ extern void _PyGC_CowClassAssigned(PyTypeObject *oldto,
 extern PyMethodDef _PyGC_CowMethods[];
 
 /* Test hooks (cow_fail_arena(), cow_break_arena(), cow_oracle(),
-   cow_set_forked()), added by _testinternalcapi: exported for it. */
+   cow_set_forked(), cow_finalizers_front()), added by
+   _testinternalcapi: exported for it. */
 PyAPI_DATA(PyMethodDef) _PyGC_CowTestMethods[];
 
 #ifdef __cplusplus
